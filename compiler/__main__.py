@@ -1,0 +1,3 @@
+from nftfwd.cli import main
+
+main()

@@ -1,0 +1,156 @@
+"""The intermediate representation: one nftables table as data, rendered two ways.
+
+Nodes say what a rule matches and does, nothing about syntax; render_nft and
+render_json turn the same tree into nft text and libnftables JSON.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+from typing import Literal
+
+from nftfwd.model import Family, PortRange
+
+
+@dataclass(frozen=True)
+class Symbol:
+    """A constant nft spells as a word: tcp, local, established, dnat."""
+
+    name: str
+
+
+@dataclass(frozen=True)
+class IfName:
+    """An interface name; always quoted, so it is never a keyword or a wildcard."""
+
+    name: str
+
+
+Value = IPv4Address | IPv6Address | IPv4Network | IPv6Network | PortRange | int | Symbol | IfName
+
+
+@dataclass(frozen=True)
+class SetOf:
+    """An anonymous set literal: `{ a, b }`."""
+
+    items: tuple[Value, ...]
+
+
+@dataclass(frozen=True)
+class Flags:
+    """Bits of a bitmask that a packet may have any of: `established,related`."""
+
+    names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class SetRef:
+    name: str
+
+
+@dataclass(frozen=True)
+class Meta:
+    key: str  # l4proto, iifname, oifname
+
+
+@dataclass(frozen=True)
+class Payload:
+    protocol: str  # ip, ip6, th
+    field: str  # saddr, daddr, dport
+
+
+@dataclass(frozen=True)
+class Fib:
+    flags: tuple[str, ...]
+    result: str
+
+
+@dataclass(frozen=True)
+class Ct:
+    key: str  # state, status
+
+
+@dataclass(frozen=True)
+class Concat:
+    parts: tuple[Meta | Payload, ...]
+
+
+Operand = Meta | Payload | Fib | Ct | Concat
+
+
+@dataclass(frozen=True)
+class Match:
+    left: Operand
+    right: Value | SetOf | SetRef | Flags
+    op: Literal["==", "!=", "in"] = "=="
+
+
+@dataclass(frozen=True)
+class MapLookup:
+    key: Concat
+    map: str
+
+
+@dataclass(frozen=True)
+class Verdict:
+    kind: Literal["accept", "drop"]
+
+
+@dataclass(frozen=True)
+class Masquerade:
+    pass
+
+
+@dataclass(frozen=True)
+class Dnat:
+    family: Family
+    addr: MapLookup
+    port: MapLookup
+
+
+Statement = Match | Verdict | Masquerade | Dnat
+
+
+@dataclass(frozen=True)
+class Rule:
+    statements: tuple[Statement, ...]
+    note: str  # why the rule exists; a comment in the nft text, not loaded
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    type: Literal["filter", "nat"]
+    hook: Literal["prerouting", "output", "forward", "postrouting"]
+    priority: int
+    rules: tuple[Rule, ...]
+    policy: Literal["accept"] = "accept"
+
+
+
+@dataclass(frozen=True)
+class Element:
+    key: tuple[Value, ...]
+    data: Value | None = None
+
+
+@dataclass(frozen=True)
+class NamedSet:
+    """A named set (data_type None) or map, looked up once per packet."""
+
+    name: str
+    key_types: tuple[str, ...]
+    data_type: str | None
+    interval: bool
+    elements: tuple[Element, ...]
+    note: str
+
+
+@dataclass(frozen=True)
+class Table:
+    family: Literal["inet"]
+    name: str
+    host: str
+    sets: tuple[NamedSet, ...]
+    chains: tuple[Chain, ...]

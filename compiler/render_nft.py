@@ -1,0 +1,123 @@
+"""Stage 4a: the IR as an nft script, through the jinja2 templates in templates/."""
+
+from __future__ import annotations
+
+import json
+from functools import cache
+from importlib import resources
+from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
+
+import jinja2
+
+from nftfwd.ir import (
+    Concat,
+    Ct,
+    Dnat,
+    Element,
+    Fib,
+    Flags,
+    IfName,
+    MapLookup,
+    Masquerade,
+    Match,
+    Meta,
+    Payload,
+    Rule,
+    SetOf,
+    SetRef,
+    Statement,
+    Symbol,
+    Table,
+    Value,
+    Verdict,
+)
+from nftfwd.model import PortRange
+
+TEMPLATE = "ruleset.nft.j2"
+
+
+def render_nft(table: Table) -> str:
+    return _environment().get_template(TEMPLATE).render(table=table)
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    templates = resources.files("nftfwd.templates")
+    env = jinja2.Environment(
+        loader=jinja2.FunctionLoader(lambda name: templates.joinpath(name).read_text("utf-8")),
+        autoescape=False,  # nft text, not HTML: every value is typed and rendered below
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    env.filters["rule"] = rule_text
+    env.filters["element"] = element_text
+    return env
+
+
+def value_text(value: Value | SetOf | SetRef | Flags) -> str:
+    match value:
+        case IfName(name):
+            # Validated to [A-Za-z0-9_.-]; quoting keeps it from being read as a keyword.
+            return json.dumps(name)
+        case Symbol(name):
+            return name
+        case SetOf(items):
+            return "{ " + ", ".join(value_text(v) for v in items) + " }"
+        case SetRef(name):
+            return f"@{name}"
+        case Flags(names):
+            return ",".join(names)
+        case PortRange(first, last):
+            return str(first) if first == last else f"{first}-{last}"
+        case IPv4Network() | IPv6Network() | IPv4Address() | IPv6Address():
+            return str(value)
+        case int():
+            return str(value)
+    raise TypeError(f"no nft text for {value!r}")
+
+
+def operand_text(operand: Meta | Payload | Fib | Ct | Concat) -> str:
+    match operand:
+        case Meta("iifname" | "oifname" as key):
+            return key
+        case Meta(key):
+            return f"meta {key}"
+        case Payload(protocol, field):
+            return f"{protocol} {field}"
+        case Fib(flags, result):
+            return f"fib {' . '.join(flags)} {result}"
+        case Ct(key):
+            return f"ct {key}"
+        case Concat(parts):
+            return " . ".join(operand_text(p) for p in parts)
+    raise TypeError(f"no nft text for {operand!r}")
+
+
+def _lookup(lookup: MapLookup) -> str:
+    return f"{operand_text(lookup.key)} map @{lookup.map}"
+
+
+def statement_text(statement: Statement) -> str:
+    match statement:
+        case Match(left, right, "!="):
+            return f"{operand_text(left)} != {value_text(right)}"
+        case Match(left, right, _):
+            return f"{operand_text(left)} {value_text(right)}"
+        case Verdict(kind):
+            return kind
+        case Masquerade():
+            return "masquerade"
+        case Dnat(family, addr, port):
+            return f"dnat {family} to {_lookup(addr)} : {_lookup(port)}"
+    raise TypeError(f"no nft text for {statement!r}")
+
+
+def rule_text(rule: Rule) -> str:
+    return " ".join(statement_text(s) for s in rule.statements)
+
+
+def element_text(element: Element) -> str:
+    key = " . ".join(value_text(v) for v in element.key)
+    return key if element.data is None else f"{key} : {value_text(element.data)}"

@@ -1,0 +1,127 @@
+"""Stage 2a: check the shape of the model against the published JSON Schema."""
+
+from __future__ import annotations
+
+import difflib
+import json
+from functools import cache
+from importlib import resources
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError
+
+from nftfwd.errors import ModelError, Problem
+from nftfwd.source import Document, KeyPath, format_path
+
+SCHEMA_FILE = "nftfwd.schema.json"
+
+
+def schema_text() -> str:
+    return resources.files("nftfwd.schemas").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    return Draft202012Validator(json.loads(schema_text()))
+
+
+def validate_shape(doc: Document) -> None:
+    """Raise ModelError with one problem per shape error, each at its key's line."""
+    problems: list[Problem] = []
+    for error in _validator().iter_errors(doc.data):
+        problems.extend(_problems(doc, error))
+    if problems:
+        raise ModelError(_unique(problems))
+
+
+def _unique(problems: list[Problem]) -> list[Problem]:
+    seen: dict[tuple[str, str], Problem] = {}
+    for problem in problems:
+        seen.setdefault((problem.path, problem.message), problem)
+    return list(seen.values())
+
+
+def _problem(doc: Document, path: KeyPath, message: str) -> Problem:
+    return Problem(doc.location(path), format_path(path), message)
+
+
+def _problems(doc: Document, error: ValidationError) -> list[Problem]:
+    path: KeyPath = tuple(error.absolute_path)
+    kind = error.validator
+    schema: Any = error.schema
+    instance = error.instance
+    if kind == "additionalProperties":
+        known = sorted(schema.get("properties", {}))
+        return [
+            _problem(doc, (*path, key), _unknown_key(key, known))
+            for key in sorted(set(instance) - set(known))
+        ]
+    if kind == "required":
+        missing = [k for k in error.validator_value if k not in instance]
+        return [_problem(doc, path, f"missing key '{key}'; add it") for key in missing]
+    if kind == "propertyNames":
+        return []  # reported by the name check itself, at the name's own line
+    if error.relative_schema_path and "propertyNames" in error.schema_path:
+        return [_problem(doc, (*path, instance), f"'{instance}' is not a valid name here: "
+                         f"expected {_describe(schema)}; rename it")]
+    if kind == "type" and error.validator_value == "string":
+        if path in doc.unquoted:
+            return [_problem(doc, path, "YAML read this as a number, not an address; "
+                             "write it in quotes, for example \"2001:db8::1\"")]
+        return [_problem(doc, path, f"must be a quoted string ({_describe(schema)}), "
+                         f"not {_yaml_type(instance)}; write it in quotes")]
+    if kind == "type":
+        return [_problem(doc, path, f"must be {_describe(schema)}, not {_yaml_type(instance)}")]
+    if kind == "const" and path == ("version",):
+        return [_problem(doc, path, f"unsupported version {instance!r}; only version 1 exists, "
+                         "so write `version: 1`")]
+    if kind == "anyOf":
+        options = " or ".join(f"'{r['required'][0]}'" for r in error.validator_value)
+        return [_problem(doc, path, f"needs {options}; add one")]
+    if kind == "minProperties":
+        return [_problem(doc, path, "must list at least one entry")]
+    if kind == "minItems":
+        return [_problem(doc, path, "must list at least one item")]
+    if kind == "uniqueItems":
+        return [_problem(doc, path, "lists the same item twice; remove the repeat")]
+    return [_problem(doc, path, f"{_show(instance)} is not valid here: expected "
+                     f"{_describe(schema)}")]
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    if close:
+        return f"unknown key '{key}'; did you mean '{close[0]}'?"
+    return f"unknown key '{key}'; the keys allowed here are {', '.join(known)}"
+
+
+def _describe(schema: Any) -> str:
+    if isinstance(schema, dict):
+        if "description" in schema:
+            return str(schema["description"]).rstrip(".")
+        if "enum" in schema:
+            return " or ".join(str(v) for v in schema["enum"])
+        if "type" in schema:
+            return {"boolean": "true or false", "integer": "a whole number",
+                    "object": "a mapping of names", "array": "a list",
+                    "string": "a string"}.get(str(schema["type"]), str(schema["type"]))
+    return "a different value"
+
+
+def _yaml_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    if isinstance(value, list):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    if value is None:
+        return "empty"
+    return "a string"
+
+
+def _show(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, dict | list) else _yaml_type(value)

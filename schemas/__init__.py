@@ -1,0 +1,1 @@
+"""The published JSON Schema of the model file, installed inside the nftfwd package."""

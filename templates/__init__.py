@@ -1,0 +1,1 @@
+"""The nft templates, installed inside the nftfwd package."""

@@ -99,7 +99,8 @@ def _unknown_key(key: str, known: list[str]) -> str:
 def _describe(schema: Any) -> str:
     if isinstance(schema, dict):
         if "description" in schema:
-            return str(schema["description"]).rstrip(".")
+            text = str(schema["description"]).rstrip(".")
+            return text[:1].lower() + text[1:]
         if "enum" in schema:
             return " or ".join(str(v) for v in schema["enum"])
         if "type" in schema:

@@ -135,6 +135,7 @@ class _Checker:
     # -- hosts -------------------------------------------------------------------
 
     def host(self, name: str, spec: dict[str, Any], path: KeyPath) -> Host:
+        problems_before = len(self.problems)
         uplinks = tuple(spec["uplinks"])
         addresses = tuple(a for i, text in enumerate(spec.get("addresses", []))
                           if (a := self.host_address(text, (*path, "addresses", i))))
@@ -146,9 +147,11 @@ class _Checker:
             if bridge.name in uplinks:
                 self.fail((*path, "bridges", bridge.name), f"'{bridge.name}' is also an uplink; "
                           "an interface is either an uplink or faces guests, not both")
-        self.check_subnets(host, path)
-        self.check_guest_addresses(host, path)
-        self.check_forwards(host, path)
+        if len(self.problems) == problems_before:
+            # Cross-checks only on values that parsed, so one typo is reported once.
+            self.check_subnets(host, path)
+            self.check_guest_addresses(host, path)
+            self.check_forwards(host)
         return host
 
     def check_subnets(self, host: Host, path: KeyPath) -> None:
@@ -186,7 +189,7 @@ class _Checker:
                    if "subnet6" in spec else None)
         guests = tuple(
             self.guest(gname, gspec, cast(IPv4Network | None, subnet),
-                       cast(IPv6Network | None, subnet6), (*path, "guests", gname))
+                       cast(IPv6Network | None, subnet6), spec, (*path, "guests", gname))
             for gname, gspec in spec.get("guests", {}).items()
         )
         return Bridge(name=name, subnet=cast(IPv4Network | None, subnet),
@@ -194,7 +197,7 @@ class _Checker:
                       masquerade=spec.get("masquerade", True), guests=guests)
 
     def guest_address(self, spec: dict[str, Any], key: str, subnet: IPNetwork | None,
-                      path: KeyPath) -> IPAddress | None:
+                      bridge_spec: dict[str, Any], path: KeyPath) -> IPAddress | None:
         if key not in spec:
             return None
         version = 4 if key == "address" else 6
@@ -203,8 +206,9 @@ class _Checker:
         if value is None:
             return None
         if subnet is None:
-            self.fail((*path, key), f"the bridge has no {subnet_key}; add `{subnet_key}` "
-                      f"to the bridge or remove `{key}`")
+            if subnet_key not in bridge_spec:
+                self.fail((*path, key), f"the bridge has no {subnet_key}; add `{subnet_key}` "
+                          f"to the bridge or remove `{key}`")
             return None
         if value not in subnet:
             self.fail((*path, key), f"{value} is outside the bridge's {subnet_key} {subnet}; "
@@ -220,9 +224,9 @@ class _Checker:
         return value
 
     def guest(self, name: str, spec: dict[str, Any], subnet: IPv4Network | None,
-              subnet6: IPv6Network | None, path: KeyPath) -> Guest:
-        address = self.guest_address(spec, "address", subnet, path)
-        address6 = self.guest_address(spec, "address6", subnet6, path)
+              subnet6: IPv6Network | None, bridge_spec: dict[str, Any], path: KeyPath) -> Guest:
+        address = self.guest_address(spec, "address", subnet, bridge_spec, path)
+        address6 = self.guest_address(spec, "address6", subnet6, bridge_spec, path)
         forwards = tuple(
             f for i, fspec in enumerate(spec.get("forwards", []))
             if (f := self.forward(fspec, (*path, "forwards", i))) is not None
@@ -268,7 +272,7 @@ class _Checker:
                        address=address, snat=spec.get("snat", False),
                        path=format_path(path), location=self.doc.location(path))
 
-    def check_forwards(self, host: Host, path: KeyPath) -> None:
+    def check_forwards(self, host: Host) -> None:
         claims: dict[tuple[Family, Proto], list[_Claim]] = defaultdict(list)
         for bridge, guest, forward in host.forwards():
             if forward.address is not None:
@@ -288,9 +292,13 @@ class _Checker:
                     for address in listen_addresses(host, forward, family) or (None,):
                         claims[(family, proto)].append(
                             _Claim(family, proto, forward.port, address, forward))
+        reported: set[tuple[int, int]] = set()
         for group in claims.values():
             for first, second in _overlaps(group):
-                self.fail_forward(second.forward, _conflict_message(first, second))
+                pair = (id(first.forward), id(second.forward))
+                if pair not in reported:
+                    reported.add(pair)
+                    self.fail_forward(second.forward, _conflict_message(first, second))
         self.check_snat_agreement(host)
 
     def check_snat_agreement(self, host: Host) -> None:

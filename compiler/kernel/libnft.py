@@ -1,0 +1,95 @@
+"""libnftables through its Python binding: the only door to the kernel's ruleset."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from functools import cache
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from nftfwd.errors import NftfwdError
+
+# Debian's python3-nftables installs the binding here, for the system Python only;
+# a virtual environment made without --system-site-packages can still use it.
+DEBIAN_BINDING = Path("/usr/lib/python3/dist-packages/nftables/__init__.py")
+
+
+class KernelRefused(NftfwdError):
+    """libnftables or the kernel refused a transaction; nothing of it was applied."""
+
+    def __init__(self, message: str, refused: str) -> None:
+        self.refused = refused
+        super().__init__(message)
+
+
+@cache
+def binding() -> ModuleType:
+    try:
+        import nftables  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        if not DEBIAN_BINDING.exists():
+            raise NftfwdError(
+                "the nftables Python binding is missing; install it with "
+                "`apt-get install python3-nftables`."
+            ) from None
+        spec = importlib.util.spec_from_file_location(
+            "nftables", DEBIAN_BINDING, submodule_search_locations=[str(DEBIAN_BINDING.parent)]
+        )
+        assert spec is not None and spec.loader is not None
+        nftables = importlib.util.module_from_spec(spec)
+        sys.modules["nftables"] = nftables
+        spec.loader.exec_module(nftables)
+    return nftables
+
+
+class Nft:
+    """One libnftables context; every call is one transaction."""
+
+    def __init__(self, *, dry_run: bool = False) -> None:
+        try:
+            self._ctx = binding().Nftables()
+        except OSError as err:
+            raise NftfwdError(f"libnftables cannot be loaded ({err}); install `nftables`.") from None
+        self._ctx.set_handle_output(False)
+        self._ctx.set_stateless_output(True)  # counters are state, not configuration
+        self._ctx.set_dry_run(dry_run)
+
+    def _raise(self, what: str, error: str, refused: str) -> None:
+        detail = " ".join(line.strip() for line in error.strip().splitlines() if line.strip())
+        if "Operation not permitted" in error:
+            raise NftfwdError(f"{what} needs root (CAP_NET_ADMIN): {detail}")
+        raise KernelRefused(f"the kernel refused {what}: {detail}", refused)
+
+    def _run(self, command: str, *, json_output: bool, what: str) -> str:
+        self._ctx.set_json_output(json_output)
+        rc, output, error = self._ctx.cmd(command)
+        if rc != 0:
+            self._raise(what, error, command)
+        return str(output)
+
+    def apply_json(self, commands: dict[str, Any], what: str = "the transaction") -> None:
+        rc, _, error = self._ctx.json_cmd(commands)
+        if rc != 0:
+            self._raise(what, error, json.dumps(commands, indent=2))
+
+    def apply_text(self, script: str, what: str = "the transaction") -> None:
+        self._run(script, json_output=False, what=what)
+
+    def list_ruleset(self) -> dict[str, Any]:
+        output = self._run("list ruleset", json_output=True, what="listing the ruleset")
+        return json.loads(output) if output.strip() else {"nftables": []}
+
+    def list_table_text(self, family: str, name: str) -> str | None:
+        """The kernel's own text of one table, or None when it does not exist."""
+        if not self.has_table(family, name):
+            return None
+        return self._run(f"list table {family} {name}", json_output=False, what="listing")
+
+    def has_table(self, family: str, name: str) -> bool:
+        output = self._run("list tables", json_output=True, what="listing the tables")
+        tables = json.loads(output).get("nftables", []) if output.strip() else []
+        return any(t.get("table", {}).get("family") == family
+                   and t["table"].get("name") == name for t in tables)

@@ -1,0 +1,426 @@
+"""libvirt integration: a model skeleton from network XML, and the network hook's dispatch.
+
+`import_networks` reads the XML that `virsh net-dumpxml NAME` prints (or the files in
+/etc/libvirt/qemu/networks/) and writes a commented YAML model to add forwards to: one
+bridge per network, one guest per static DHCP host.
+
+`hook_action` decides what nftfwd does when libvirt runs its network hook,
+`/etc/libvirt/hooks/network NETWORK OPERATION SUB-OPERATION EXTRA`, with the network
+XML on stdin. libvirt waits for the hook to exit while holding the network busy, and
+a failing hook aborts the operation (for `start` and `started`, the network's start):
+so the hook must never call back into libvirt (no virsh, no libvirt API: that
+deadlocks), must finish quickly, and must exit 0 even when the reload fails (logging
+why instead). libvirt only notices a hook that existed when its daemon started.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass, field
+from ipaddress import (
+    IPv4Address,
+    IPv4Network,
+    IPv6Address,
+    IPv6Network,
+    ip_address,
+    ip_network,
+)
+
+import yaml
+
+from nftfwd.errors import NftfwdError
+
+# Operations after which libvirt has (re)created the bridge and its own firewall rules,
+# so nftfwd reloads its table and re-checks the host. `start` runs before the bridge
+# exists; `stopped` leaves nftfwd's rules harmless (they match interface names);
+# `port-created`/`port-deleted` (a guest plugged in or out) change nothing nftfwd uses.
+HOOK_RELOAD_OPERATIONS = frozenset({"started", "updated"})
+
+_NAME_BAD = re.compile(r"[^A-Za-z0-9._-]+")
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+_NAME_MAX = 253
+# Forward modes whose guests sit directly on a physical network: nothing to forward.
+_DIRECT_MODES = frozenset({"bridge", "private", "vepa", "passthrough", "hostdev"})
+
+Subnet = IPv4Network | IPv6Network
+
+
+def hook_action(argv: list[str]) -> str | None:
+    """What nftfwd does for one libvirt network hook call: "reload", or None for nothing.
+
+    `argv` is what libvirt passed after the script name: NETWORK OPERATION SUB-OP EXTRA.
+    Anything unexpected (too few arguments, an operation a later libvirt adds) is None,
+    so the hook never fails a libvirt operation.
+    """
+    if len(argv) >= 2 and argv[1] in HOOK_RELOAD_OPERATIONS:
+        return "reload"
+    return None
+
+
+@dataclass
+class _Guest:
+    key: str  # libvirt's name, else "mac-"/"duid-" + value: what IPv4 and IPv6 entries merge on
+    unnamed: str  # for a host without a name: "mac VALUE" or "id VALUE"
+    label: str = ""  # the guest's model name, valid and unique in its bridge
+    address: IPv4Address | None = None
+    address6: IPv6Address | None = None
+    comment: str = ""
+
+
+@dataclass
+class _Network:
+    name: str
+    source: str
+    bridge: str
+    mode: str | None  # None: no <forward> (isolated)
+    subnet: IPv4Network | None = None
+    subnet6: IPv6Network | None = None
+    guests: list[_Guest] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # comment lines about skipped parts
+
+
+def import_networks(
+    xml_texts: list[tuple[str, str]], *, host_name: str, uplink: str = "eth0"
+) -> str:
+    """A commented YAML model skeleton for the libvirt networks in `xml_texts`.
+
+    `xml_texts` holds (source name, XML text) pairs, the source name being what the user
+    knows the XML by (a file name) and used in comments and errors. `host_name` names the
+    one host (pass `socket.gethostname()`); `uplink` is written as a placeholder the user
+    must check. Raises NftfwdError for text that is not a libvirt network's XML.
+    """
+    if not _IFNAME.fullmatch(uplink) or uplink in (".", ".."):
+        raise NftfwdError(f"{uplink!r} is not an interface name nftfwd accepts as an uplink.")
+    sources = ", ".join(_printable(source) for source, _ in xml_texts) or "(none)"
+    lines = [
+        f"# nftfwd model skeleton from libvirt network XML: {sources}",
+        "# Written by `nftfwd libvirt import`. Edit the lines marked EDIT, add forwards to",
+        "# the guests, then run `nftfwd check` and `nftfwd load --atomic`.",
+        "version: 1",
+        "hosts:",
+        f"  {_key(_sanitise(host_name) or 'host')}:  # EDIT if this is not this machine's hostname",
+        f"    uplinks: [{_flow_item(uplink)}]  # EDIT: the interface where outside traffic arrives",
+    ]
+    body: list[str] = []
+    bridges_seen: dict[str, str] = {}
+    for source, text in xml_texts:
+        network = _parse_network(source, text)
+        if isinstance(network, str):
+            body.extend(_comment(network, 6))
+            continue
+        if network.bridge in bridges_seen:
+            body.extend(
+                _comment(
+                    f"libvirt network {network.name!r} ({network.source}) skipped: its bridge "
+                    f"{network.bridge} is already imported from {bridges_seen[network.bridge]}.",
+                    6,
+                )
+            )
+            continue
+        bridges_seen[network.bridge] = network.source
+        body.extend(_render_network(network))
+    if bridges_seen:
+        lines.append("    bridges:")
+        lines.extend(body)
+    else:
+        lines.extend(body)
+        lines.append("    bridges: {}  # EDIT: no libvirt network could be imported")
+    return "\n".join(lines) + "\n"
+
+
+# --- parsing ---------------------------------------------------------------------------
+
+
+def _parse_xml(source: str, text: str) -> ET.Element:
+    # libvirt never writes a DTD; refusing one means no entity is ever declared, let
+    # alone expanded (ElementTree would expand internal entities).
+    if "<!DOCTYPE" in text or "<!ENTITY" in text:
+        raise NftfwdError(
+            f"{_printable(source)}: refusing XML with a DTD, which libvirt never writes."
+        )
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as err:
+        raise NftfwdError(
+            f"{_printable(source)}: this is not valid XML ({err}); "
+            "give the output of `virsh net-dumpxml NETWORK`."
+        ) from None
+    if root.tag != "network":
+        raise NftfwdError(
+            f"{_printable(source)}: this is not a libvirt network's XML "
+            f"(its root element is <{_printable(root.tag)}>, not <network>)."
+        )
+    return root
+
+
+def _parse_network(source: str, text: str) -> _Network | str:
+    """The network in `text`, or a sentence saying why it was skipped."""
+    root = _parse_xml(source, text)
+    name = _printable(root.findtext("name") or "").strip() or "(unnamed)"
+    what = f"libvirt network {name!r} ({_printable(source)})"
+    forward = root.find("forward")
+    mode = None if forward is None else forward.get("mode", "nat")
+    if mode in _DIRECT_MODES:
+        return (
+            f"{what} skipped: in forward mode {mode!r} its guests sit directly on a "
+            "physical network, so there is nothing for nftfwd to forward."
+        )
+    bridge_el = root.find("bridge")
+    bridge = None if bridge_el is None else bridge_el.get("name")
+    if not bridge:
+        return f"{what} skipped: it has no <bridge name=...> element."
+    if not _IFNAME.fullmatch(bridge) or bridge in (".", ".."):
+        return f"{what} skipped: its bridge name {_printable(bridge)!r} is not an interface name."
+    network = _Network(name, _printable(source), bridge, mode)
+    guests: dict[str, _Guest] = {}
+    for version in (4, 6):
+        ip_el = _pick_ip(root, version, network)
+        if ip_el is not None:
+            _add_ip(network, ip_el, version, guests)
+    if network.subnet is None and network.subnet6 is None:
+        return f"{what} skipped: it has no usable <ip> element, so no subnet for its guests."
+    _label_guests(list(guests.values()))
+    network.guests = list(guests.values())
+    return network
+
+
+def _ip_version(ip_el: ET.Element) -> int | None:
+    family = ip_el.get("family")
+    if family in ("ipv4", "ipv6"):
+        return 4 if family == "ipv4" else 6
+    try:
+        return ip_address(ip_el.get("address", "")).version
+    except ValueError:
+        return None
+
+
+def _pick_ip(root: ET.Element, version: int, network: _Network) -> ET.Element | None:
+    """The one <ip> of this family the model can hold: the one with DHCP, else the first."""
+    candidates = [el for el in root.findall("ip") if _ip_version(el) == version]
+    if not candidates:
+        return None
+    chosen = next((el for el in candidates if el.find("dhcp") is not None), candidates[0])
+    for other in candidates:
+        if other is not chosen:
+            network.notes.append(
+                f"ignored <ip address={_printable(other.get('address', ''))!r}>: "
+                f"a bridge has one IPv{version} subnet in the model."
+            )
+    return chosen
+
+
+def _subnet(ip_el: ET.Element, version: int) -> Subnet:
+    """The subnet of an <ip>, as libvirt computes it: netmask, else prefix, else default."""
+    address = ip_address(ip_el.get("address", ""))
+    if address.version != version:
+        raise ValueError("family does not match the address")
+    netmask, prefix = ip_el.get("netmask"), ip_el.get("prefix")
+    if netmask is not None and version == 4:
+        return ip_network(f"{address}/{netmask}", strict=False)
+    if prefix is not None:
+        return ip_network(f"{address}/{int(prefix)}", strict=False)
+    if version == 6:
+        return ip_network(f"{address}/64", strict=False)
+    first = int(address) >> 24  # libvirt's classful default for IPv4 without a mask
+    return ip_network(f"{address}/{8 if first < 128 else 16 if first < 192 else 24}", False)
+
+
+def _add_ip(network: _Network, ip_el: ET.Element, version: int, guests: dict[str, _Guest]) -> None:
+    try:
+        subnet = _subnet(ip_el, version)
+    except ValueError:
+        network.notes.append(
+            f"ignored <ip address={_printable(ip_el.get('address', ''))!r}>: "
+            "not a valid address and netmask or prefix."
+        )
+        return
+    if isinstance(subnet, IPv4Network):
+        network.subnet = subnet
+    else:
+        network.subnet6 = subnet
+    for host in ip_el.findall("dhcp/host"):
+        _add_host(network, host, subnet, guests)
+
+
+def _add_host(
+    network: _Network, host: ET.Element, subnet: Subnet, guests: dict[str, _Guest]
+) -> None:
+    name, mac, duid = host.get("name"), host.get("mac"), host.get("id")
+    if name:
+        key, unnamed = name, ""
+    elif mac:
+        key, unnamed = f"mac-{mac.lower()}", f"mac {mac.lower()}"
+    elif duid:
+        key, unnamed = f"duid-{duid.lower()}", f"id {duid.lower()}"
+    else:
+        network.notes.append("ignored a DHCP <host> with neither name, mac nor id.")
+        return
+    raw_ip = host.get("ip", "")
+    try:
+        address = ip_address(raw_ip)
+    except ValueError:
+        address = None
+    if (
+        address is None
+        or address.version != subnet.version
+        or address not in subnet
+        or address in (subnet.network_address, subnet.broadcast_address)
+    ):
+        network.notes.append(
+            f"ignored DHCP host {_printable(key)!r}: its ip {_printable(raw_ip)!r} "
+            f"is not a guest address in {subnet}."
+        )
+        return
+    guest = guests.get(key)
+    if guest is None or (guest.address if address.version == 4 else guest.address6):
+        # A new guest; libvirt forbids the same name twice in one family, but if it
+        # happens, the second entry becomes its own guest rather than overwriting.
+        unique = key
+        while unique in guests:
+            unique += "+"
+        guest = guests.setdefault(unique, _Guest(key, unnamed))
+    if isinstance(address, IPv4Address):
+        guest.address = address
+    else:
+        guest.address6 = address
+
+
+def _label_guests(guests: list[_Guest]) -> None:
+    """Give every guest a unique valid model name, saying where it differs from libvirt's."""
+    taken: set[str] = set()
+    for guest in guests:
+        base = _sanitise(guest.key) or "guest"
+        label, n = base, 1
+        while label in taken:
+            n += 1
+            label = f"{base[: _NAME_MAX - len(str(n)) - 1]}-{n}"
+        taken.add(label)
+        guest.label = label
+        if guest.unnamed:
+            guest.comment = f"libvirt DHCP host without a name ({_printable(guest.unnamed)})"
+        elif label != guest.key:
+            guest.comment = f"libvirt name {_printable(guest.key)!r}"
+
+
+# --- rendering -------------------------------------------------------------------------
+
+
+def _render_network(network: _Network) -> list[str]:
+    mode = "none (isolated)" if network.mode is None else network.mode
+    out = _comment(f"libvirt network {network.name!r} ({network.source}), forward mode {mode}.", 6)
+    out += _mode_advice(network)
+    out += [f"      {_key(network.bridge)}:"]
+    if network.subnet is not None:
+        out.append(f'        subnet: "{network.subnet}"')
+    if network.subnet6 is not None:
+        out.append(f'        subnet6: "{network.subnet6}"')
+    for note in network.notes:
+        out += _comment(note, 8)
+    if not network.guests:
+        out += _example_guests(network)
+        return out
+    out.append("        guests:")
+    for guest in network.guests:
+        comment = f"  # {guest.comment}" if guest.comment else ""
+        out.append(f"          {_key(guest.label)}:{comment}")
+        if guest.address is not None:
+            out.append(f'            address: "{guest.address}"')
+        if guest.address6 is not None:
+            out.append(f'            address6: "{guest.address6}"')
+        out.append("            # forwards:  # EDIT: uncomment and list the forwards, e.g.")
+        out.append("            #   - {port: 8080, to: 80}")
+    return out
+
+
+def _mode_advice(network: _Network) -> list[str]:
+    if network.mode == "route":
+        return _comment(
+            "Route mode: libvirt's rules let DNATed connections through. If your router "
+            "routes this subnet to this host, you may want `masquerade: false`.",
+            6,
+        )
+    if network.mode == "nat":
+        why = (
+            "WARNING: in NAT mode libvirt's own firewall rules reject new connections "
+            "DNATed to its guests, so no forward to this network can work. Switch it to "
+            "open mode, where libvirt adds no rules and nftfwd does the NAT:"
+        )
+        change = "replace the whole <forward mode='nat'>...</forward> element with"
+    elif network.mode is None:
+        why = (
+            "WARNING: isolated (no <forward>): libvirt's own firewall rules reject all "
+            "traffic between this bridge and other interfaces, so no forward can work. To "
+            "forward to these guests, switch it to open mode (the guests then also reach "
+            "the outside through nftfwd's masquerade):"
+        )
+        change = "add the element"
+    else:
+        return []
+    name = shlex.quote(network.name)
+    return [
+        *_comment(why, 6),
+        f"      #   virsh net-edit {name}",
+        f"      #     ({change} <forward mode='open'/>)",
+        f"      #   virsh net-destroy {name} && virsh net-start {name}",
+        "      #     (guests running on it may need a restart to get their link back)",
+    ]
+
+
+def _example_guests(network: _Network) -> list[str]:
+    subnet: Subnet | None = network.subnet or network.subnet6
+    assert subnet is not None
+    field_name = "address" if subnet.version == 4 else "address6"
+    example = _example_address(subnet)
+    return [
+        "        # No static DHCP hosts in this network. EDIT: add guests with fixed addresses:",
+        "        # guests:",
+        "        #   vm1:",
+        f'        #     {field_name}: "{example}"',
+        "        #     forwards:",
+        "        #       - {port: 8080, to: 80}",
+    ]
+
+
+def _example_address(subnet: Subnet) -> str:
+    if subnet.num_addresses > 16:
+        return str(subnet.network_address + 10)
+    return str(subnet.network_address + 1)
+
+
+# --- YAML text -------------------------------------------------------------------------
+
+
+def _sanitise(name: str) -> str:
+    """`name` in the model's charset for names (letters, digits, '.', '_', '-')."""
+    return _NAME_BAD.sub("-", name).strip("-")[:_NAME_MAX]
+
+
+def _printable(text: str) -> str:
+    """`text` safe inside a YAML comment: no line breaks or other control characters."""
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def _key(name: str) -> str:
+    """A mapping key (already sanitised) as YAML text: plain unless YAML would misread it."""
+    return name if yaml.safe_load(f"{name}: 0") == {name: 0} else f'"{name}"'
+
+
+def _flow_item(name: str) -> str:
+    return name if yaml.safe_load(f"[{name}]") == [name] else f'"{name}"'
+
+
+def _comment(text: str, indent: int, width: int = 88) -> list[str]:
+    """`text` as YAML comment lines at `indent`, wrapped at `width` columns."""
+    prefix = " " * indent + "# "
+    lines: list[str] = []
+    line = ""
+    for word in text.split():
+        if line and len(prefix) + len(line) + 1 + len(word) > width:
+            lines.append(prefix + line)
+            line = word
+        else:
+            line = f"{line} {word}" if line else word
+    lines.append(prefix + line)
+    return lines

@@ -94,13 +94,14 @@ def import_networks(
     if not _IFNAME.fullmatch(uplink) or uplink in (".", ".."):
         raise NftfwdError(f"{uplink!r} is not an interface name nftfwd accepts as an uplink.")
     sources = ", ".join(_printable(source) for source, _ in xml_texts) or "(none)"
+    host = _key(_sanitise(host_name) or "host")
     lines = [
-        f"# nftfwd model skeleton from libvirt network XML: {sources}",
+        *_comment(f"nftfwd model skeleton from libvirt network XML: {sources}", 0),
         "# Written by `nftfwd libvirt import`. Edit the lines marked EDIT, add forwards to",
         "# the guests, then run `nftfwd check` and `nftfwd load --atomic`.",
         "version: 1",
         "hosts:",
-        f"  {_key(_sanitise(host_name) or 'host')}:  # EDIT if this is not this machine's hostname",
+        f"  {host}:  # this machine's hostname, by which nftfwd picks the host",
         f"    uplinks: [{_flow_item(uplink)}]  # EDIT: the interface where outside traffic arrives",
     ]
     body: list[str] = []
@@ -347,7 +348,7 @@ def _mode_advice(network: _Network) -> list[str]:
             "DNATed to its guests, so no forward to this network can work. Switch it to "
             "open mode, where libvirt adds no rules and nftfwd does the NAT:"
         )
-        change = "replace the whole <forward mode='nat'>...</forward> element with"
+        change = "replace the whole <forward mode='nat'>...</forward> by"
     elif network.mode is None:
         why = (
             "WARNING: isolated (no <forward>): libvirt's own firewall rules reject all "

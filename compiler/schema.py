@@ -69,7 +69,7 @@ def _problems(doc: Document, error: ValidationError) -> list[Problem]:
         if path in doc.unquoted:
             return [_problem(doc, path, "YAML read this as a number, not an address; "
                              "write it in quotes, for example \"2001:db8::1\"")]
-        return [_problem(doc, path, f"must be a quoted string ({_describe(schema)}), "
+        return [_problem(doc, path, f"must be {_describe(schema)} written as a quoted string, "
                          f"not {_yaml_type(instance)}; write it in quotes")]
     if kind == "type":
         return [_problem(doc, path, f"must be {_describe(schema)}, not {_yaml_type(instance)}")]

@@ -1,0 +1,270 @@
+"""Boot persistence: nftfwd's systemd unit, its model and its libvirt hook, in a root tree.
+
+This module only writes and removes files under `root` (the real system is root "/"),
+so all of it is testable in a staging tree. The caller runs systemctl: after
+`apply_install`, `systemctl daemon-reload` and `systemctl enable --now nftfwd.service`;
+before `uninstall`, `systemctl disable --now nftfwd.service` (the unit's stop deletes
+nftfwd's table), then `systemctl daemon-reload`. libvirt only notices a hook that
+existed when its daemon started: after the first install, restart libvirtd (or
+virtnetworkd); running guests and networks are not affected by that.
+
+The unit's choices:
+- After the network, nftables.service and libvirt: at boot nftables.service loads
+  /etc/nftables.conf (on Debian, `flush ruleset` first) before nftfwd adds its table.
+- `PartOf=nftables.service`: stopping or restarting nftables.service (which flushes
+  every table, nftfwd's included) stops or restarts nftfwd too, so its table comes back.
+  PartOf does not pass on a plain start, so the unit is also `WantedBy=nftables.service`:
+  `systemctl start nftables` after a stop brings nftfwd back as well.
+- `ExecStop` deletes nftfwd's table, and only it: `systemctl stop nftfwd` then means
+  "forwards off", and an inactive unit never leaves forwards behind that `systemctl
+  status` hides. It runs nft directly, as `add table; delete table` in one
+  transaction, which succeeds whether or not the table exists (nft 1.0.6 has no
+  `destroy`); so a stop after a flush of the ruleset does not fail. systemd runs
+  ExecStop only after a successful start, so a failed load never deletes the rules
+  that were there. Use `systemctl reload nftfwd` (one atomic load) to apply a changed
+  model; a restart leaves a moment without forwards.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import shlex
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from nftfwd.errors import NftfwdError
+
+UNIT = Path("etc/systemd/system/nftfwd.service")
+MODEL = Path("etc/nftfwd/nftfwd.yaml")
+LIBVIRT_DIR = Path("etc/libvirt")
+HOOK = Path("etc/libvirt/hooks/network")
+HOOK_IN_DIR = Path("etc/libvirt/hooks/network.d/nftfwd")
+NFT = "/usr/sbin/nft"
+
+_TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
+_SYSTEMD_PLAIN = re.compile(r"[A-Za-z0-9_./:=+,@-]+")
+_HOOK_HEAD = (
+    "#!/bin/sh\n"
+    "# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.\n"
+    "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
+)
+_HOOK_EXEC = 'exec {} libvirt hook "$@"\n'
+_HOOK_RE = re.compile(re.escape(_HOOK_HEAD) + r'exec [^\n]+ libvirt hook "\$@"\n')
+
+
+@dataclass(frozen=True)
+class PlannedFile:
+    """One file `apply_install` writes: where (under root), what, its mode, and why."""
+
+    path: Path
+    content: str
+    mode: int
+    note: str
+
+
+def install_plan(
+    *,
+    root: Path,
+    model_path: Path,
+    nftfwd_bin: str,
+    table: str,
+    force: bool = False,
+    libvirt_hook: bool | None = None,
+) -> list[PlannedFile]:
+    """The files that make nftfwd load `model_path` at boot, for a system rooted at `root`.
+
+    `nftfwd_bin` is the absolute path of the nftfwd command on the target system, `table`
+    the model's table. The model is copied to /etc/nftfwd/nftfwd.yaml unless it is that
+    file; a different file already there is only replaced with `force`. `libvirt_hook`
+    None installs the hook only where libvirt is (`<root>/etc/libvirt` exists). Nothing
+    is written here: pass the plan to `apply_install`.
+    """
+    _check_command(nftfwd_bin)
+    if not _TABLE.fullmatch(table):
+        raise NftfwdError(f"{table!r} is not a valid nftfwd table name.")
+    plan = [
+        PlannedFile(
+            root / UNIT,
+            unit_text(nftfwd_bin=nftfwd_bin, table=table),
+            0o644,
+            "systemd unit: loads the model at boot and when nftables.service restarts",
+        )
+    ]
+    model = _plan_model(root, model_path, force)
+    if model is not None:
+        plan.append(model)
+    if libvirt_hook or (libvirt_hook is None and (root / LIBVIRT_DIR).is_dir()):
+        plan.append(_plan_hook(root, nftfwd_bin, force))
+    return plan
+
+
+def apply_install(plan: list[PlannedFile]) -> list[Path]:
+    """Write the planned files atomically; return the ones whose content or mode changed."""
+    changed: list[Path] = []
+    for planned in plan:
+        data = planned.content.encode("utf-8")
+        try:
+            same = (
+                planned.path.read_bytes() == data
+                and planned.path.stat().st_mode & 0o7777 == planned.mode
+            )
+        except OSError:
+            same = False
+        if same:
+            continue
+        _write_atomically(planned.path, data, planned.mode)
+        changed.append(planned.path)
+    return changed
+
+
+def uninstall(root: Path, *, purge: bool = False) -> list[Path]:
+    """Remove nftfwd's files under `root` and return them; with `purge`, the model too.
+
+    A libvirt hook is removed only while its content is exactly what nftfwd writes, so a
+    hook another program (or the admin) wrote or edited stays. Enablement links the
+    caller's `systemctl disable` missed (in a staging tree) are removed with the unit.
+    """
+    removed: list[Path] = []
+    links = sorted((root / UNIT.parent).glob(f"*.wants/{UNIT.name}"))
+    for path in [*filter(Path.is_symlink, links), root / UNIT]:
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+            removed.append(path)
+    for hook in (root / HOOK, root / HOOK_IN_DIR):
+        if is_nftfwd_hook(hook):
+            hook.unlink()
+            removed.append(hook)
+    if purge:
+        model = root / MODEL
+        if model.is_file() or model.is_symlink():
+            model.unlink()
+            removed.append(model)
+        with contextlib.suppress(OSError):  # only if empty: anything else is not nftfwd's
+            model.parent.rmdir()
+    return removed
+
+
+def unit_text(*, nftfwd_bin: str, table: str) -> str:
+    """The content of nftfwd.service (see the module's docstring for its choices)."""
+    load = _systemd_command([nftfwd_bin, "load", "--atomic", "--yes", "/" + str(MODEL)])
+    stop = _systemd_command([NFT, f"add table inet {table}; delete table inet {table}"])
+    return (
+        "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
+        f"# Loads /{MODEL} into the nftables table inet {table} at boot, again when\n"
+        "# nftables.service restarts (its flush removes every table) and on `systemctl\n"
+        f"# reload nftfwd`; `systemctl stop nftfwd` deletes table inet {table}, nothing else.\n"
+        "[Unit]\n"
+        f"Description=nftfwd port forwards (nftables table inet {table})\n"
+        "Wants=network-online.target\n"
+        "After=network-online.target nftables.service libvirtd.service virtnetworkd.service\n"
+        "PartOf=nftables.service\n"
+        "\n"
+        "[Service]\n"
+        "Type=oneshot\n"
+        "RemainAfterExit=yes\n"
+        f"ExecStart={load}\n"
+        f"ExecReload={load}\n"
+        f"ExecStop={stop}\n"
+        "\n"
+        "[Install]\n"
+        "WantedBy=multi-user.target nftables.service\n"
+    )
+
+
+def hook_text(nftfwd_bin: str) -> str:
+    """The content of nftfwd's libvirt network hook."""
+    _check_command(nftfwd_bin)
+    return _HOOK_HEAD + _HOOK_EXEC.format(shlex.quote(nftfwd_bin))
+
+
+def is_nftfwd_hook(path: Path) -> bool:
+    """Whether `path` is a hook file exactly as nftfwd writes it (for any nftfwd path)."""
+    try:
+        return path.is_file() and _HOOK_RE.fullmatch(path.read_text(encoding="utf-8")) is not None
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
+def _plan_model(root: Path, model_path: Path, force: bool) -> PlannedFile | None:
+    target = root / MODEL
+    if model_path.resolve() == target.resolve():
+        if not target.is_file():
+            raise NftfwdError(f"{target}: no such model file.")
+        return None
+    try:
+        content = model_path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise NftfwdError(f"{model_path}: cannot read the model file ({err}).") from None
+    mode = 0o644
+    if target.exists() or target.is_symlink():
+        try:
+            existing = target.read_bytes().decode("utf-8")
+            mode = target.stat().st_mode & 0o7777
+        except (OSError, UnicodeDecodeError):
+            existing = None
+        if existing != content and not force:
+            raise NftfwdError(
+                f"{target} already holds a different model; compare the two files, then "
+                "install again with --force to replace it, or install that one."
+            )
+    return PlannedFile(target, content, mode, f"the model the unit loads (copy of {model_path})")
+
+
+def _plan_hook(root: Path, nftfwd_bin: str, force: bool) -> PlannedFile:
+    text = hook_text(nftfwd_bin)
+    main, in_dir = root / HOOK, root / HOOK_IN_DIR
+    restart = "; libvirt uses it once its daemon restarts (libvirtd or virtnetworkd)"
+    if is_nftfwd_hook(in_dir):
+        return PlannedFile(in_dir, text, 0o755, "libvirt network hook (network.d)" + restart)
+    if not (main.exists() or main.is_symlink()) or is_nftfwd_hook(main):
+        return PlannedFile(main, text, 0o755, "libvirt network hook" + restart)
+    if (in_dir.exists() or in_dir.is_symlink()) and not force:
+        raise NftfwdError(
+            f"{main} and {in_dir} both belong to another program; nftfwd replaces neither "
+            "(install with --force to replace the second)."
+        )
+    return PlannedFile(
+        in_dir,
+        text,
+        0o755,
+        f"libvirt network hook, beside the existing {main}, which is not nftfwd's and stays "
+        "as it is (libvirt 6.5 and later also runs the hooks in network.d)" + restart,
+    )
+
+
+def _check_command(path: str) -> None:
+    if not os.path.isabs(path) or any(not c.isprintable() for c in path):
+        raise NftfwdError(
+            f"{path!r} is not an absolute path without control characters; "
+            "systemd and libvirt need the full path of the nftfwd command."
+        )
+
+
+def _systemd_command(argv: list[str]) -> str:
+    """`argv` as a systemd Exec*= command line: quoted, with `%` and `$` escaped."""
+    words = []
+    for word in argv:
+        escaped = word.replace("%", "%%").replace("$", "$$")
+        if not _SYSTEMD_PLAIN.fullmatch(word):
+            escaped = '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        words.append(escaped)
+    return " ".join(words)
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    """Replace `path` with `data` at `mode` in one rename, creating its directories."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as file:
+            file.write(data)
+            os.fchmod(file.fileno(), mode)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

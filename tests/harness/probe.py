@@ -57,7 +57,9 @@ def emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj), flush=True)
 
 
-def open_socket(kind: int, dst: str, port: int, source: str | None, timeout: float) -> socket.socket:
+def open_socket(
+    kind: int, dst: str, port: int, source: str | None, timeout: float
+) -> socket.socket:
     family = socket.AF_INET6 if ipaddress.ip_address(dst).version == 6 else socket.AF_INET
     sock = socket.socket(family, kind)
     sock.settimeout(timeout)

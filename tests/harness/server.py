@@ -21,6 +21,7 @@ exits 1. Runs until killed.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import resource
 import selectors
 import socket
@@ -69,9 +70,13 @@ class Server:
     def listen(self, ports: list[int], protos: list[str]) -> None:
         for port in ports:
             if "tcp" in protos:
-                self.selector.register(dual_stack_socket(socket.SOCK_STREAM, port), selectors.EVENT_READ, self.accept)
+                self.selector.register(
+                    dual_stack_socket(socket.SOCK_STREAM, port), selectors.EVENT_READ, self.accept
+                )
             if "udp" in protos:
-                self.selector.register(dual_stack_socket(socket.SOCK_DGRAM, port), selectors.EVENT_READ, self.datagram)
+                self.selector.register(
+                    dual_stack_socket(socket.SOCK_DGRAM, port), selectors.EVENT_READ, self.datagram
+                )
 
     def accept(self, listener: socket.socket) -> None:
         try:
@@ -115,10 +120,8 @@ class Server:
             for level, kind, payload in ancillary
             if level == socket.IPPROTO_IPV6 and kind == socket.IPV6_PKTINFO
         ]
-        try:
+        with contextlib.suppress(OSError):
             sock.sendmsg([reply], cmsgs, 0, peer)
-        except OSError:
-            pass
 
     def run(self) -> None:
         while True:

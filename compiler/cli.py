@@ -90,6 +90,93 @@ def check(model: ModelArg = None, host: HostOpt = None) -> None:
     print(f"ok: {loaded.source} host {chosen.name}: the kernel accepts table inet {table.name}")
 
 
+def _color(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+
+@app.command()
+def diff(
+    model: ModelArg = None,
+    host: HostOpt = None,
+    old: Annotated[
+        Path | None,
+        typer.Option("--from", help="Compare against this older model instead of the host."),
+    ] = None,
+    output_format: Annotated[
+        str, typer.Option("--format", help="text, or markdown (with --from, for a PR).")
+    ] = "text",
+) -> None:
+    """What a load would change (exit 0 none, 1 changes, 2 error)."""
+    from nftfwd.diffview import format_markdown, format_text
+
+    if output_format not in ("text", "markdown"):
+        _fail(f"unknown format '{output_format}'; use text or markdown.")
+    if old is not None:
+        from nftfwd.config import load_model, model_path
+        from nftfwd.review import models_diff
+
+        diffs = models_diff(load_model(old), load_model(model_path(model)), host)
+    else:
+        from nftfwd.kernel.libnft import Nft
+        from nftfwd.kernel.live import canonical, live_diff, read_live
+
+        _, chosen, table = _compiled(model, host)
+        diffs = [live_diff(chosen, table, read_live(Nft(), table), canonical(table))]
+    if output_format == "markdown":
+        sys.stdout.write(format_markdown(diffs))
+    else:
+        sys.stdout.write("".join(format_text(d, _color(sys.stdout)) for d in diffs))
+    raise typer.Exit(1 if any(d.changed for d in diffs) else 0)
+
+
+@app.command()
+def load(
+    model: ModelArg = None,
+    host: HostOpt = None,
+    atomic: Annotated[
+        bool, typer.Option("--atomic", help="Apply as one kernel transaction (always so).")
+    ] = False,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask before applying.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Show what would change and stop.")
+    ] = False,
+    confirm: Annotated[
+        int | None,
+        typer.Option(
+            "--confirm",
+            metavar="SECONDS",
+            help="Roll back unless confirmed within SECONDS (nftfwd confirm).",
+        ),
+    ] = None,
+) -> None:
+    """Show the diff, then apply it as one kernel transaction: all of it or none of it."""
+    from nftfwd.kernel.load import LoadOptions
+    from nftfwd.kernel.load import load as run_load
+
+    del atomic  # every load is one transaction; the flag says so on the command line
+    if confirm is not None and confirm < 1:
+        _fail("--confirm needs a number of seconds of at least 1.")
+    _, chosen, table = _compiled(model, host)
+    options = LoadOptions(
+        yes=yes,
+        dry_run=dry_run,
+        confirm_seconds=confirm,
+        color=_color(sys.stdout),
+        interactive=sys.stdin.isatty(),
+    )
+    raise typer.Exit(run_load(chosen, table, options))
+
+
+@app.command("confirm")
+def confirm_command() -> None:
+    """Keep the rules of a pending `load --confirm`."""
+    from nftfwd.kernel.load import confirm_pending
+
+    confirm_pending()
+    print("confirmed: the new rules stay.")
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the model file (for editors' completion)."""

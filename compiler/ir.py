@@ -128,7 +128,6 @@ class Chain:
     policy: Literal["accept"] = "accept"
 
 
-
 @dataclass(frozen=True)
 class Element:
     key: tuple[Value, ...]

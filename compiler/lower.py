@@ -107,10 +107,22 @@ def _dnat_maps(host: Host, family: Family) -> tuple[NamedSet, NamedSet]:
             port_elements.append(Element(_key_with_port(key, single), to.first + offset))
     key_types = (ADDR_TYPE[family], ADDR_TYPE[family], "inet_proto", "inet_service")
     return (
-        NamedSet(map_name(family, "dnat_addr"), key_types, ADDR_TYPE[family], True,
-                 _sorted(addr_elements), "client . host address . protocol . host port: guest"),
-        NamedSet(map_name(family, "dnat_port"), key_types, "inet_service", True,
-                 _sorted(port_elements), "the same keys: guest port"),
+        NamedSet(
+            map_name(family, "dnat_addr"),
+            key_types,
+            ADDR_TYPE[family],
+            True,
+            _sorted(addr_elements),
+            "client . host address . protocol . host port: guest",
+        ),
+        NamedSet(
+            map_name(family, "dnat_port"),
+            key_types,
+            "inet_service",
+            True,
+            _sorted(port_elements),
+            "the same keys: guest port",
+        ),
     )
 
 
@@ -121,7 +133,7 @@ def _key_with_port(key: tuple[Value, ...], port: PortRange | int) -> tuple[Value
 
 
 def _snat_set(host: Host, family: Family) -> NamedSet:
-    elements = []
+    elements: list[Element] = []
     for _bridge, guest, forward in host.forwards():
         target = guest.address_in(family)
         if not forward.snat or target is None:
@@ -131,8 +143,14 @@ def _snat_set(host: Host, family: Family) -> NamedSet:
         to = forward.to.first if forward.to.size == 1 else forward.to
         elements.extend(Element((target, Symbol(p), to)) for p in forward.protos)
     key_types = (ADDR_TYPE[family], "inet_proto", "inet_service")
-    return NamedSet(map_name(family, "snat"), key_types, None, True, _sorted(elements),
-                    "guest address . protocol . guest port reached from the bridge address")
+    return NamedSet(
+        map_name(family, "snat"),
+        key_types,
+        None,
+        True,
+        _sorted(elements),
+        "guest address . protocol . guest port reached from the bridge address",
+    )
 
 
 def _sorted(elements: list[Element]) -> tuple[Element, ...]:
@@ -185,42 +203,66 @@ def _dnat_rule(host: Host, family: Family, iifnames: tuple[str, ...] | None) -> 
         note = f"{family} forwards on any local address but loopback, link-local and bridges'"
     statements += [
         TCP_UDP,
-        Dnat(family, MapLookup(key, map_name(family, "dnat_addr")),
-             MapLookup(key, map_name(family, "dnat_port"))),
+        Dnat(
+            family,
+            MapLookup(key, map_name(family, "dnat_addr")),
+            MapLookup(key, map_name(family, "dnat_port")),
+        ),
     ]
     return Rule(tuple(statements), note)
 
 
 def _prerouting(host: Host, families: tuple[Family, ...], present: set[str]) -> Chain:
     arriving = host.uplinks + (tuple(b.name for b in host.bridges) if host.hairpin else ())
-    rules = tuple(_dnat_rule(host, f, arriving) for f in families
-                  if map_name(f, "dnat_addr") in present)
+    rules = tuple(
+        _dnat_rule(host, f, arriving) for f in families if map_name(f, "dnat_addr") in present
+    )
     return Chain("prerouting", "nat", "prerouting", PRIO_DSTNAT, rules)
 
 
 def _output(host: Host, families: tuple[Family, ...], present: set[str]) -> Chain:
-    rules = tuple(_dnat_rule(host, f, None) for f in families
-                  if map_name(f, "dnat_addr") in present)
+    rules = tuple(
+        _dnat_rule(host, f, None) for f in families if map_name(f, "dnat_addr") in present
+    )
     return Chain("output", "nat", "output", PRIO_DSTNAT, rules)
 
 
 def _forward(host: Host, families: tuple[Family, ...]) -> Chain:
     rules = [
-        Rule((Match(Ct("state"), Flags(("established", "related")), "in"), Verdict("accept")),
-             "replies and related traffic of accepted connections"),
+        Rule(
+            (Match(Ct("state"), Flags(("established", "related")), "in"), Verdict("accept")),
+            "replies and related traffic of accepted connections",
+        ),
         Rule((DNATED, Verdict("accept")), "connections a forward sent to a guest"),
     ]
     for bridge in sorted(host.bridges, key=lambda b: b.name):
-        rules.append(Rule((Match(Meta("iifname"), IfName(bridge.name)),
-                           Match(Meta("oifname"), IfName(bridge.name)), Verdict("accept")),
-                          f"guests of {bridge.name} reach each other"))
-        rules.append(Rule((Match(Meta("iifname"), IfName(bridge.name)),
-                           Match(Meta("oifname"), _ifnames(host.uplinks)), Verdict("accept")),
-                          f"guests of {bridge.name} reach the outside"))
+        rules.append(
+            Rule(
+                (
+                    Match(Meta("iifname"), IfName(bridge.name)),
+                    Match(Meta("oifname"), IfName(bridge.name)),
+                    Verdict("accept"),
+                ),
+                f"guests of {bridge.name} reach each other",
+            )
+        )
+        rules.append(
+            Rule(
+                (
+                    Match(Meta("iifname"), IfName(bridge.name)),
+                    Match(Meta("oifname"), _ifnames(host.uplinks)),
+                    Verdict("accept"),
+                ),
+                f"guests of {bridge.name} reach the outside",
+            )
+        )
     for family in families:
-        rules.append(Rule((Match(_addr(family, "daddr"), _nets(host.subnets_in(family))),
-                           Verdict("drop")),
-                          f"any other new {family} connection into a bridge subnet"))
+        rules.append(
+            Rule(
+                (Match(_addr(family, "daddr"), _nets(host.subnets_in(family))), Verdict("drop")),
+                f"any other new {family} connection into a bridge subnet",
+            )
+        )
     return Chain("forward", "filter", "forward", PRIO_FILTER, tuple(rules))
 
 
@@ -230,20 +272,39 @@ def _postrouting(host: Host, families: tuple[Family, ...], present: set[str]) ->
         snat = map_name(family, "snat")
         if snat in present:
             key = Concat((_addr(family, "daddr"), L4, DPORT))
-            rules.append(Rule((_is(family), DNATED, TCP_UDP, Match(key, SetRef(snat)), Masquerade()),
-                              "snat forwards reach the guest from the host's bridge address"))
+            rules.append(
+                Rule(
+                    (_is(family), DNATED, TCP_UDP, Match(key, SetRef(snat)), Masquerade()),
+                    "snat forwards reach the guest from the host's bridge address",
+                )
+            )
         if host.hairpin:
             for bridge in sorted(host.bridges, key=lambda b: b.name):
                 subnet = bridge.subnet_in(family)
                 if subnet is not None:
-                    rules.append(Rule(
-                        (DNATED, Match(_addr(family, "saddr"), subnet),
-                         Match(_addr(family, "daddr"), subnet), Masquerade()),
-                        f"hairpin within {bridge.name}: replies must come back through the host"))
-        masqueraded = [s for b in host.bridges if b.masquerade
-                       if (s := b.subnet_in(family)) is not None]
+                    rules.append(
+                        Rule(
+                            (
+                                DNATED,
+                                Match(_addr(family, "saddr"), subnet),
+                                Match(_addr(family, "daddr"), subnet),
+                                Masquerade(),
+                            ),
+                            f"hairpin within {bridge.name}: replies come back through the host",
+                        )
+                    )
+        masqueraded = [
+            s for b in host.bridges if b.masquerade if (s := b.subnet_in(family)) is not None
+        ]
         if masqueraded:
-            rules.append(Rule((Match(Meta("oifname"), _ifnames(host.uplinks)),
-                               Match(_addr(family, "saddr"), _nets(masqueraded)), Masquerade()),
-                              "guests reach the outside as the host"))
+            rules.append(
+                Rule(
+                    (
+                        Match(Meta("oifname"), _ifnames(host.uplinks)),
+                        Match(_addr(family, "saddr"), _nets(masqueraded)),
+                        Masquerade(),
+                    ),
+                    "guests reach the outside as the host",
+                )
+            )
     return Chain("postrouting", "nat", "postrouting", PRIO_SRCNAT, tuple(rules))

@@ -78,17 +78,28 @@ def _element(element: Element) -> Json:
 
 
 def _chain(table: Table, chain: Chain) -> Json:
-    return {"chain": {
-        "family": table.family, "table": table.name, "name": chain.name,
-        "type": chain.type, "hook": chain.hook, "prio": chain.priority, "policy": chain.policy,
-    }}
+    return {
+        "chain": {
+            "family": table.family,
+            "table": table.name,
+            "name": chain.name,
+            "type": chain.type,
+            "hook": chain.hook,
+            "prio": chain.priority,
+            "policy": chain.policy,
+        }
+    }
 
 
 def _rule(table: Table, chain: Chain, rule: Rule) -> Json:
-    return {"rule": {
-        "family": table.family, "table": table.name, "chain": chain.name,
-        "expr": [statement_json(s) for s in rule.statements],
-    }}
+    return {
+        "rule": {
+            "family": table.family,
+            "table": table.name,
+            "chain": chain.name,
+            "expr": [statement_json(s) for s in rule.statements],
+        }
+    }
 
 
 def value_json(value: Value | SetOf | SetRef | Flags) -> Json:

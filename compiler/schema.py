@@ -50,7 +50,8 @@ def _problems(doc: Document, error: ValidationError) -> list[Problem]:
     path: KeyPath = tuple(error.absolute_path)
     kind = error.validator
     schema: Any = error.schema
-    instance = error.instance
+    instance: Any = error.instance
+    expected: Any = error.validator_value
     if kind == "additionalProperties":
         known = sorted(schema.get("properties", {}))
         return [
@@ -58,26 +59,48 @@ def _problems(doc: Document, error: ValidationError) -> list[Problem]:
             for key in sorted(set(instance) - set(known))
         ]
     if kind == "required":
-        missing = [k for k in error.validator_value if k not in instance]
+        missing = [k for k in expected if k not in instance]
         return [_problem(doc, path, f"missing key '{key}'; add it") for key in missing]
     if kind == "propertyNames":
         return []  # reported by the name check itself, at the name's own line
     if error.relative_schema_path and "propertyNames" in error.schema_path:
-        return [_problem(doc, (*path, instance), f"'{instance}' is not a valid name here: "
-                         f"expected {_describe(schema)}; rename it")]
-    if kind == "type" and error.validator_value == "string":
+        return [
+            _problem(
+                doc,
+                (*path, instance),
+                f"'{instance}' is not a valid name here: expected {_describe(schema)}; rename it",
+            )
+        ]
+    if kind == "type" and expected == "string":
         if path in doc.unquoted:
-            return [_problem(doc, path, "YAML read this as a number, not an address; "
-                             "write it in quotes, for example \"2001:db8::1\"")]
-        return [_problem(doc, path, f"must be {_describe(schema)} written as a quoted string, "
-                         f"not {_yaml_type(instance)}; write it in quotes")]
+            return [
+                _problem(
+                    doc,
+                    path,
+                    "YAML read this as a number, not an address; "
+                    'write it in quotes, for example "2001:db8::1"',
+                )
+            ]
+        return [
+            _problem(
+                doc,
+                path,
+                f"must be {_describe(schema)} written as a quoted string, "
+                f"not {_yaml_type(instance)}; write it in quotes",
+            )
+        ]
     if kind == "type":
         return [_problem(doc, path, f"must be {_describe(schema)}, not {_yaml_type(instance)}")]
     if kind == "const" and path == ("version",):
-        return [_problem(doc, path, f"unsupported version {instance!r}; only version 1 exists, "
-                         "so write `version: 1`")]
+        return [
+            _problem(
+                doc,
+                path,
+                f"unsupported version {instance!r}; only version 1 exists, so write `version: 1`",
+            )
+        ]
     if kind == "anyOf":
-        options = " or ".join(f"'{r['required'][0]}'" for r in error.validator_value)
+        options = " or ".join(f"'{r['required'][0]}'" for r in expected)
         return [_problem(doc, path, f"needs {options}; add one")]
     if kind == "minProperties":
         return [_problem(doc, path, "must list at least one entry")]
@@ -85,8 +108,9 @@ def _problems(doc: Document, error: ValidationError) -> list[Problem]:
         return [_problem(doc, path, "must list at least one item")]
     if kind == "uniqueItems":
         return [_problem(doc, path, "lists the same item twice; remove the repeat")]
-    return [_problem(doc, path, f"{_show(instance)} is not valid here: expected "
-                     f"{_describe(schema)}")]
+    return [
+        _problem(doc, path, f"{_show(instance)} is not valid here: expected {_describe(schema)}")
+    ]
 
 
 def _unknown_key(key: str, known: list[str]) -> str:
@@ -104,9 +128,13 @@ def _describe(schema: Any) -> str:
         if "enum" in schema:
             return " or ".join(str(v) for v in schema["enum"])
         if "type" in schema:
-            return {"boolean": "true or false", "integer": "a whole number",
-                    "object": "a mapping of names", "array": "a list",
-                    "string": "a string"}.get(str(schema["type"]), str(schema["type"]))
+            return {
+                "boolean": "true or false",
+                "integer": "a whole number",
+                "object": "a mapping of names",
+                "array": "a list",
+                "string": "a string",
+            }.get(str(schema["type"]), str(schema["type"]))
     return "a different value"
 
 

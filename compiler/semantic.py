@@ -85,10 +85,14 @@ class _Checker:
         data = self.doc.data
         table = data.get("table", DEFAULT_TABLE)
         if is_reserved(table):
-            self.fail(("table",), f"'{table}' is a word nft reserves and cannot name a table; "
-                      "choose another name, for example 'nftfwd'")
-        hosts = tuple(self.host(name, spec, ("hosts", name))
-                      for name, spec in data["hosts"].items())
+            self.fail(
+                ("table",),
+                f"'{table}' is a word nft reserves and cannot name a table; "
+                "choose another name, for example 'nftfwd'",
+            )
+        hosts = tuple(
+            self.host(name, spec, ("hosts", name)) for name, spec in data["hosts"].items()
+        )
         return Model(version=data["version"], table=table, hosts=hosts, source=self.doc.path)
 
     # -- addresses ---------------------------------------------------------------
@@ -97,12 +101,15 @@ class _Checker:
         try:
             value = ip_address(text)
         except ValueError:
-            self.fail(path, f"'{text}' is not an IP address; write one such as "
-                      "192.0.2.10 or \"2001:db8::10\"")
+            self.fail(
+                path,
+                f"'{text}' is not an IP address; write one such as 192.0.2.10 or \"2001:db8::10\"",
+            )
             return None
         if version is not None and value.version != version:
-            self.fail(path, f"'{text}' is not an IPv{version} address; "
-                      f"write an IPv{version} address here")
+            self.fail(
+                path, f"'{text}' is not an IPv{version} address; write an IPv{version} address here"
+            )
             return None
         return value
 
@@ -118,17 +125,22 @@ class _Checker:
                 self.fail(path, f"'{text}' has host bits set; write the prefix as '{loose}'")
             return None
         if version is not None and value.version != version:
-            self.fail(path, f"'{text}' is not an IPv{version} prefix; "
-                      f"write an IPv{version} prefix here")
+            self.fail(
+                path, f"'{text}' is not an IPv{version} prefix; write an IPv{version} prefix here"
+            )
             return None
         return value
 
     def host_address(self, text: str, path: KeyPath) -> IPAddress | None:
         value = self.address(text, path)
-        if value is not None and (value.is_loopback or value.is_link_local
-                                  or value.is_multicast or value.is_unspecified):
-            self.fail(path, f"'{text}' cannot be a host address for forwards (loopback, "
-                      "link-local, multicast or unspecified); use an address clients reach")
+        if value is not None and (
+            value.is_loopback or value.is_link_local or value.is_multicast or value.is_unspecified
+        ):
+            self.fail(
+                path,
+                f"'{text}' cannot be a host address for forwards (loopback, "
+                "link-local, multicast or unspecified); use an address clients reach",
+            )
             return None
         return value
 
@@ -137,16 +149,29 @@ class _Checker:
     def host(self, name: str, spec: dict[str, Any], path: KeyPath) -> Host:
         problems_before = len(self.problems)
         uplinks = tuple(spec["uplinks"])
-        addresses = tuple(a for i, text in enumerate(spec.get("addresses", []))
-                          if (a := self.host_address(text, (*path, "addresses", i))))
-        bridges = tuple(self.bridge(bname, bspec, (*path, "bridges", bname))
-                        for bname, bspec in spec.get("bridges", {}).items())
-        host = Host(name=name, uplinks=uplinks, addresses=addresses,
-                    hairpin=spec.get("hairpin", True), bridges=bridges)
+        addresses = tuple(
+            a
+            for i, text in enumerate(spec.get("addresses", []))
+            if (a := self.host_address(text, (*path, "addresses", i)))
+        )
+        bridges = tuple(
+            self.bridge(bname, bspec, (*path, "bridges", bname))
+            for bname, bspec in spec.get("bridges", {}).items()
+        )
+        host = Host(
+            name=name,
+            uplinks=uplinks,
+            addresses=addresses,
+            hairpin=spec.get("hairpin", True),
+            bridges=bridges,
+        )
         for bridge in bridges:
             if bridge.name in uplinks:
-                self.fail((*path, "bridges", bridge.name), f"'{bridge.name}' is also an uplink; "
-                          "an interface is either an uplink or faces guests, not both")
+                self.fail(
+                    (*path, "bridges", bridge.name),
+                    f"'{bridge.name}' is also an uplink; "
+                    "an interface is either an uplink or faces guests, not both",
+                )
         if len(self.problems) == problems_before:
             # Cross-checks only on values that parsed, so one typo is reported once.
             self.check_subnets(host, path)
@@ -162,9 +187,11 @@ class _Checker:
                     continue
                 for other, other_bridge in seen:
                     if subnet.version == other.version and subnet.overlaps(other):
-                        self.fail((*path, "bridges", bridge.name, key),
-                                  f"{subnet} overlaps {other} of bridge '{other_bridge}'; "
-                                  "give each bridge its own subnet")
+                        self.fail(
+                            (*path, "bridges", bridge.name, key),
+                            f"{subnet} overlaps {other} of bridge '{other_bridge}'; "
+                            "give each bridge its own subnet",
+                        )
                 seen.append((subnet, bridge.name))
 
     def check_guest_addresses(self, host: Host, path: KeyPath) -> None:
@@ -176,28 +203,47 @@ class _Checker:
                     if value is None:
                         continue
                     if value in owner:
-                        self.fail((*path, "bridges", bridge.name, "guests", guest.name, key),
-                                  f"{value} is already the address of guest '{owner[value]}'; "
-                                  "give each guest its own address")
+                        self.fail(
+                            (*path, "bridges", bridge.name, "guests", guest.name, key),
+                            f"{value} is already the address of guest '{owner[value]}'; "
+                            "give each guest its own address",
+                        )
                     owner[value] = guest.name
 
     # -- bridges and guests --------------------------------------------------------
 
     def bridge(self, name: str, spec: dict[str, Any], path: KeyPath) -> Bridge:
         subnet = self.network(spec["subnet"], (*path, "subnet"), 4) if "subnet" in spec else None
-        subnet6 = (self.network(spec["subnet6"], (*path, "subnet6"), 6)
-                   if "subnet6" in spec else None)
+        subnet6 = (
+            self.network(spec["subnet6"], (*path, "subnet6"), 6) if "subnet6" in spec else None
+        )
         guests = tuple(
-            self.guest(gname, gspec, cast(IPv4Network | None, subnet),
-                       cast(IPv6Network | None, subnet6), spec, (*path, "guests", gname))
+            self.guest(
+                gname,
+                gspec,
+                cast(IPv4Network | None, subnet),
+                cast(IPv6Network | None, subnet6),
+                spec,
+                (*path, "guests", gname),
+            )
             for gname, gspec in spec.get("guests", {}).items()
         )
-        return Bridge(name=name, subnet=cast(IPv4Network | None, subnet),
-                      subnet6=cast(IPv6Network | None, subnet6),
-                      masquerade=spec.get("masquerade", True), guests=guests)
+        return Bridge(
+            name=name,
+            subnet=cast(IPv4Network | None, subnet),
+            subnet6=cast(IPv6Network | None, subnet6),
+            masquerade=spec.get("masquerade", True),
+            guests=guests,
+        )
 
-    def guest_address(self, spec: dict[str, Any], key: str, subnet: IPNetwork | None,
-                      bridge_spec: dict[str, Any], path: KeyPath) -> IPAddress | None:
+    def guest_address(
+        self,
+        spec: dict[str, Any],
+        key: str,
+        subnet: IPNetwork | None,
+        bridge_spec: dict[str, Any],
+        path: KeyPath,
+    ) -> IPAddress | None:
         if key not in spec:
             return None
         version = 4 if key == "address" else 6
@@ -207,32 +253,52 @@ class _Checker:
             return None
         if subnet is None:
             if subnet_key not in bridge_spec:
-                self.fail((*path, key), f"the bridge has no {subnet_key}; add `{subnet_key}` "
-                          f"to the bridge or remove `{key}`")
+                self.fail(
+                    (*path, key),
+                    f"the bridge has no {subnet_key}; add `{subnet_key}` "
+                    f"to the bridge or remove `{key}`",
+                )
             return None
         if value not in subnet:
-            self.fail((*path, key), f"{value} is outside the bridge's {subnet_key} {subnet}; "
-                      "use an address inside it")
+            self.fail(
+                (*path, key),
+                f"{value} is outside the bridge's {subnet_key} {subnet}; use an address inside it",
+            )
             return None
         reserved = {subnet.network_address}
         if version == 4 and subnet.prefixlen < 31:
             reserved.add(subnet.broadcast_address)
         if value in reserved:
-            self.fail((*path, key), f"{value} is the network or broadcast address of {subnet}; "
-                      "use a host address inside it")
+            self.fail(
+                (*path, key),
+                f"{value} is the network or broadcast address of {subnet}; "
+                "use a host address inside it",
+            )
             return None
         return value
 
-    def guest(self, name: str, spec: dict[str, Any], subnet: IPv4Network | None,
-              subnet6: IPv6Network | None, bridge_spec: dict[str, Any], path: KeyPath) -> Guest:
+    def guest(
+        self,
+        name: str,
+        spec: dict[str, Any],
+        subnet: IPv4Network | None,
+        subnet6: IPv6Network | None,
+        bridge_spec: dict[str, Any],
+        path: KeyPath,
+    ) -> Guest:
         address = self.guest_address(spec, "address", subnet, bridge_spec, path)
         address6 = self.guest_address(spec, "address6", subnet6, bridge_spec, path)
         forwards = tuple(
-            f for i, fspec in enumerate(spec.get("forwards", []))
+            f
+            for i, fspec in enumerate(spec.get("forwards", []))
             if (f := self.forward(fspec, (*path, "forwards", i))) is not None
         )
-        return Guest(name=name, address=cast(IPv4Address | None, address),
-                     address6=cast(IPv6Address | None, address6), forwards=forwards)
+        return Guest(
+            name=name,
+            address=cast(IPv4Address | None, address),
+            address6=cast(IPv6Address | None, address6),
+            forwards=forwards,
+        )
 
     # -- forwards --------------------------------------------------------------------
 
@@ -254,44 +320,64 @@ class _Checker:
         port = self.ports(spec["port"], (*path, "port"))
         to = self.ports(spec["to"], (*path, "to")) if "to" in spec else port
         if port is not None and to is not None and to.size != port.size:
-            self.fail((*path, "to"), f"'to' covers {to.size} port(s) but 'port' covers "
-                      f"{port.size}; give a single port or a range of the same length")
+            self.fail(
+                (*path, "to"),
+                f"'to' covers {to.size} port(s) but 'port' covers "
+                f"{port.size}; give a single port or a range of the same length",
+            )
             return None
         proto_spec = spec.get("proto", "tcp")
         protos = tuple(sorted({proto_spec} if isinstance(proto_spec, str) else set(proto_spec)))
-        sources = tuple(s for i, text in enumerate(spec.get("sources", []))
-                        if (s := self.network(text, (*path, "sources", i))) is not None)
-        address = (self.host_address(spec["address"], (*path, "address"))
-                   if "address" in spec else None)
+        sources = tuple(
+            s
+            for i, text in enumerate(spec.get("sources", []))
+            if (s := self.network(text, (*path, "sources", i))) is not None
+        )
+        address = (
+            self.host_address(spec["address"], (*path, "address")) if "address" in spec else None
+        )
         if port is None or to is None or len(sources) != len(spec.get("sources", [])):
             return None
         if "address" in spec and address is None:
             return None
-        return Forward(port=port, to=to, protos=cast(tuple[Proto, ...], protos),
-                       sources=tuple(sorted(sources, key=lambda n: (n.version, n))),
-                       address=address, snat=spec.get("snat", False),
-                       path=format_path(path), location=self.doc.location(path))
+        return Forward(
+            port=port,
+            to=to,
+            protos=cast(tuple[Proto, ...], protos),
+            sources=tuple(sorted(sources, key=lambda n: (n.version, n))),
+            address=address,
+            snat=spec.get("snat", False),
+            path=format_path(path),
+            location=self.doc.location(path),
+        )
 
     def check_forwards(self, host: Host) -> None:
         claims: dict[tuple[Family, Proto], list[_Claim]] = defaultdict(list)
-        for bridge, guest, forward in host.forwards():
+        for _bridge, guest, forward in host.forwards():
             if forward.address is not None:
                 listed = host.addresses_in(family_of(forward.address))
                 if listed and forward.address not in listed:
-                    self.fail_forward(forward, f"address {forward.address} is not one of the host's "
-                              f"addresses ({', '.join(map(str, listed))}); name one of them")
+                    self.fail_forward(
+                        forward,
+                        f"address {forward.address} is not one of the host's "
+                        f"addresses ({', '.join(map(str, listed))}); name one of them",
+                    )
                     continue
             families = forward_families(host, guest, forward)
             if not families:
-                self.fail_forward(forward, f"this forward exists in no address family: guest "
-                          f"'{guest.name}' has no address in the family of its "
-                          "`address`/`sources`; fix the guest's addresses or the forward")
+                self.fail_forward(
+                    forward,
+                    f"this forward exists in no address family: guest "
+                    f"'{guest.name}' has no address in the family of its "
+                    "`address`/`sources`; fix the guest's addresses or the forward",
+                )
                 continue
             for family in families:
                 for proto in forward.protos:
                     for address in listen_addresses(host, forward, family) or (None,):
                         claims[(family, proto)].append(
-                            _Claim(family, proto, forward.port, address, forward))
+                            _Claim(family, proto, forward.port, address, forward)
+                        )
         reported: set[tuple[int, int]] = set()
         for group in claims.values():
             for first, second in _overlaps(group):
@@ -313,9 +399,12 @@ class _Checker:
                     for port in (forward.to.first, forward.to.last):
                         other = by_target.setdefault((target, proto, port), forward)
                         if other is not forward and other.snat != forward.snat:
-                            self.fail_forward(forward, f"reaches {target} {proto}/{port} like "
-                                      f"{other.path} (line {_line(other)}), but only one of "
-                                      "them sets snat; set snat the same on both")
+                            self.fail_forward(
+                                forward,
+                                f"reaches {target} {proto}/{port} like "
+                                f"{other.path} (line {_line(other)}), but only one of "
+                                "them sets snat; set snat the same on both",
+                            )
                             return
 
 
@@ -341,11 +430,13 @@ def _overlaps(claims: list[_Claim]) -> Iterator[tuple[_Claim, _Claim]]:
 
 
 def _conflict_message(first: _Claim, second: _Claim) -> str:
-    where = {
-        None: f"any {FAMILY_NAMES[first.family]} host address",
-    }
-    a = where.get(first.address, str(first.address))
-    return (f"{second.proto} port {second.ports} on "
-            f"{where.get(second.address, str(second.address))} is also claimed by "
-            f"{first.forward.path} (line {_line(first.forward)}, port {first.ports} on {a}); "
-            "give one of them another port or host address")
+    def where(claim: _Claim) -> str:
+        if claim.address is None:
+            return f"any {FAMILY_NAMES[claim.family]} host address"
+        return str(claim.address)
+
+    return (
+        f"{second.proto} port {second.ports} on {where(second)} is also claimed by "
+        f"{first.forward.path} (line {_line(first.forward)}, port {first.ports} on "
+        f"{where(first)}); give one of them another port or host address"
+    )

@@ -66,7 +66,9 @@ def load_text(text: str, file: str) -> Document:
             [Problem(where, "", f"this is not valid YAML: {what}; fix the syntax here")]
         ) from None
     except yaml.YAMLError as err:
-        raise ModelError([Problem(Location(file, 1, 1), "", f"this is not valid YAML: {err}")])
+        raise ModelError(
+            [Problem(Location(file, 1, 1), "", f"this is not valid YAML: {err}")]
+        ) from None
     builder = _Builder(file)
     data = builder.build(root, ()) if root is not None else None
     if builder.problems:

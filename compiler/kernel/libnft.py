@@ -8,7 +8,7 @@ import sys
 from functools import cache
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 from nftfwd.errors import NftfwdError
 
@@ -39,10 +39,11 @@ def binding() -> ModuleType:
             "nftables", DEBIAN_BINDING, submodule_search_locations=[str(DEBIAN_BINDING.parent)]
         )
         assert spec is not None and spec.loader is not None
-        nftables = importlib.util.module_from_spec(spec)
-        sys.modules["nftables"] = nftables
-        spec.loader.exec_module(nftables)
-    return nftables
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["nftables"] = module
+        spec.loader.exec_module(module)
+        return module
+    return cast(ModuleType, nftables)
 
 
 class Nft:
@@ -52,7 +53,9 @@ class Nft:
         try:
             self._ctx = binding().Nftables()
         except OSError as err:
-            raise NftfwdError(f"libnftables cannot be loaded ({err}); install `nftables`.") from None
+            raise NftfwdError(
+                f"libnftables cannot be loaded ({err}); install `nftables`."
+            ) from None
         self._ctx.set_handle_output(False)
         self._ctx.set_stateless_output(True)  # counters are state, not configuration
         self._ctx.set_dry_run(dry_run)
@@ -91,5 +94,7 @@ class Nft:
     def has_table(self, family: str, name: str) -> bool:
         output = self._run("list tables", json_output=True, what="listing the tables")
         tables = json.loads(output).get("nftables", []) if output.strip() else []
-        return any(t.get("table", {}).get("family") == family
-                   and t["table"].get("name") == name for t in tables)
+        return any(
+            t.get("table", {}).get("family") == family and t["table"].get("name") == name
+            for t in tables
+        )

@@ -40,11 +40,20 @@ def kernel_check(script: str, fmt: ScriptFormat) -> None:
 
 
 def _run(args: list[str], stdin: str) -> str:
-    argv = ["unshare", "--user", "--map-root-user", "--net",
-            sys.executable, "-m", "nftfwd.kernel.sandbox", *args]
+    argv = [
+        "unshare",
+        "--user",
+        "--map-root-user",
+        "--net",
+        sys.executable,
+        "-m",
+        "nftfwd.kernel.sandbox",
+        *args,
+    ]
     try:
-        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True,
-                              timeout=TIMEOUT_S, check=False)
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
+        )
     except FileNotFoundError:
         raise NftfwdError("`unshare` (util-linux) is needed to check rules safely.") from None
     except subprocess.TimeoutExpired:

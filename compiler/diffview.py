@@ -1,0 +1,108 @@
+"""How a plan is shown: plain stable text for scripts, colour for a terminal, Markdown for
+a pull request."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from nftfwd.plan import ForwardChange, Target
+
+GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"
+FAMILY = {"ip": "IPv4", "ip6": "IPv6"}
+COLOR_OF = {"+": GREEN, "-": RED, "~": YELLOW}
+
+
+@dataclass(frozen=True)
+class HostDiff:
+    """The difference for one host: forwards, and the rules as the kernel lists them."""
+
+    host: str
+    table: str
+    forwards: list[ForwardChange]
+    rules: list[str]
+    guest_names: Mapping[str, str]  # guest address -> name, from the model(s)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.forwards or self.rules)
+
+
+def _ports(first: int, last: int, offset: int = 0) -> str:
+    return str(first + offset) if first == last else f"{first + offset}-{last + offset}"
+
+
+def _target(target: Target, change: ForwardChange, names: Mapping[str, str]) -> str:
+    name = names.get(target.address)
+    span = change.last_port - change.key.port
+    port = _ports(target.port, target.port + span)
+    return f"{name + ' ' if name else ''}{target.address} port {port}"
+
+
+def describe(change: ForwardChange, names: Mapping[str, str]) -> str:
+    key = change.key
+    where = f"any {FAMILY[key.family]} host address" if key.listen == "any" else key.listen
+    text = f"{key.proto} {_ports(key.port, change.last_port)} on {where}"
+    if key.source != "any":
+        text += f" from {key.source}"
+    if change.new is not None:
+        text += f" -> {_target(change.new, change, names)}"
+    if change.old is not None:
+        old = _target(change.old, change, names)
+        text += f" (was {old})" if change.new is not None else f" -> {old}"
+    return text
+
+
+def format_text(diff: HostDiff, color: bool) -> str:
+    def paint(code: str, text: str) -> str:
+        return f"{code}{text}{RESET}" if color else text
+
+    lines = [
+        paint(
+            BOLD,
+            f"host {diff.host}, table inet {diff.table}: "
+            + ("changes" if diff.changed else "no changes"),
+        )
+    ]
+    if diff.forwards:
+        lines.append("forwards:")
+        lines += [
+            paint(COLOR_OF[c.change], f"  {c.change} {describe(c, diff.guest_names)}")
+            for c in diff.forwards
+        ]
+    if diff.rules:
+        lines.append("rules:")
+        for line in diff.rules:
+            code = {"+": GREEN, "-": RED, "@": YELLOW}.get(line[:1], "")
+            is_header = line.startswith(("+++", "---"))
+            lines.append(paint(BOLD if is_header else code, line) if code or is_header else line)
+    return "\n".join(lines) + "\n"
+
+
+def format_markdown(diffs: list[HostDiff]) -> str:
+    out = ["## nftfwd: what this change does to the firewall", ""]
+    for diff in diffs:
+        out.append(f"### host `{diff.host}` (table `inet {diff.table}`)")
+        out.append("")
+        if not diff.changed:
+            out += ["No change.", ""]
+            continue
+        if diff.forwards:
+            out += ["| | forward |", "|---|---|"]
+            word = {"+": "added", "-": "removed", "~": "changed"}
+            out += [
+                f"| {word[c.change]} | {describe(c, diff.guest_names)} |" for c in diff.forwards
+            ]
+            out.append("")
+        if diff.rules:
+            out += [
+                "<details><summary>rules diff</summary>",
+                "",
+                "```diff",
+                *diff.rules,
+                "```",
+                "",
+                "</details>",
+                "",
+            ]
+    return "\n".join(out) + "\n"

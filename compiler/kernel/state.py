@@ -1,0 +1,51 @@
+"""What nftfwd keeps on disk between runs: the lock, the last good ruleset, a pending confirm."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from nftfwd.errors import NftfwdError
+
+DEFAULT_STATE_DIR = Path("/var/lib/nftfwd")
+
+
+def state_dir() -> Path:
+    path = Path(os.environ.get("NFTFWD_STATE_DIR", DEFAULT_STATE_DIR))
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as err:
+        raise NftfwdError(f"cannot use the state directory {path}: {err.strerror}.") from None
+    return path
+
+
+@contextlib.contextmanager
+def exclusive_lock() -> Iterator[None]:
+    """Loads on one host run one after the other, never interleaved."""
+    path = state_dir() / "lock"
+    with open(path, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print("waiting for another nftfwd run to finish...", file=sys.stderr)
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def write_atomically(path: Path, text: str) -> None:
+    partial = path.with_name(path.name + ".partial")
+    partial.write_text(text, encoding="utf-8")
+    os.replace(partial, path)
+
+
+def restore_script(family: str, table: str, listing: str | None) -> str:
+    """An nft script that puts `table` back as `listing` shows it (or removes it)."""
+    head = f"table {family} {table}\ndelete table {family} {table}\n"
+    return head + (listing or "")

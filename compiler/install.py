@@ -149,6 +149,7 @@ def uninstall(root: Path, *, purge: bool = False) -> list[Path]:
 
 def unit_text(*, nftfwd_bin: str, table: str) -> str:
     """The content of nftfwd.service (see the module's docstring for its choices)."""
+    _check_command(nftfwd_bin)
     load = _systemd_command([nftfwd_bin, "load", "--atomic", "--yes", "/" + str(MODEL)])
     stop = _systemd_command([NFT, f"add table inet {table}; delete table inet {table}"])
     return (
@@ -236,18 +237,26 @@ def _plan_hook(root: Path, nftfwd_bin: str, force: bool) -> PlannedFile:
 
 
 def _check_command(path: str) -> None:
-    if not os.path.isabs(path) or any(not c.isprintable() for c in path):
+    # systemd refuses an executable whose path has a quote, a backslash or a control
+    # character ("Executable name contains special characters"), so nftfwd does too.
+    if not os.path.isabs(path) or any(not c.isprintable() or c in "\"'\\" for c in path):
         raise NftfwdError(
-            f"{path!r} is not an absolute path without control characters; "
-            "systemd and libvirt need the full path of the nftfwd command."
+            f"{path!r} is not an absolute path free of quotes, backslashes and control "
+            "characters; systemd and libvirt need the full path of the nftfwd command."
         )
 
 
 def _systemd_command(argv: list[str]) -> str:
-    """`argv` as a systemd Exec*= command line: quoted, with `%` and `$` escaped."""
+    """`argv` as a systemd Exec*= command line: quoted where needed, specifiers escaped.
+
+    systemd resolves `%` specifiers in every word, but substitutes `$VAR` (and unescapes
+    `$$`) only in the arguments, not in the executable's path.
+    """
     words = []
-    for word in argv:
-        escaped = word.replace("%", "%%").replace("$", "$$")
+    for i, word in enumerate(argv):
+        escaped = word.replace("%", "%%")
+        if i > 0:
+            escaped = escaped.replace("$", "$$")
         if not _SYSTEMD_PLAIN.fullmatch(word):
             escaped = '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
         words.append(escaped)

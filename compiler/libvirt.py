@@ -106,6 +106,7 @@ def import_networks(
     ]
     body: list[str] = []
     bridges_seen: dict[str, str] = {}
+    examples = 1  # example host ports are 8001, 8002, ...: uncommented, they never clash
     for source, text in xml_texts:
         network = _parse_network(source, text)
         if isinstance(network, str):
@@ -121,7 +122,8 @@ def import_networks(
             )
             continue
         bridges_seen[network.bridge] = network.source
-        body.extend(_render_network(network))
+        body.extend(_render_network(network, examples))
+        examples += max(1, len(network.guests))
     if bridges_seen:
         lines.append("    bridges:")
         lines.extend(body)
@@ -308,7 +310,7 @@ def _label_guests(guests: list[_Guest]) -> None:
 # --- rendering -------------------------------------------------------------------------
 
 
-def _render_network(network: _Network) -> list[str]:
+def _render_network(network: _Network, first_example: int) -> list[str]:
     mode = "none (isolated)" if network.mode is None else network.mode
     out = _comment(f"libvirt network {network.name!r} ({network.source}), forward mode {mode}.", 6)
     out += _mode_advice(network)
@@ -320,10 +322,10 @@ def _render_network(network: _Network) -> list[str]:
     for note in network.notes:
         out += _comment(note, 8)
     if not network.guests:
-        out += _example_guests(network)
+        out += _example_guests(network, first_example)
         return out
     out.append("        guests:")
-    for guest in network.guests:
+    for n, guest in enumerate(network.guests, start=first_example):
         comment = f"  # {guest.comment}" if guest.comment else ""
         out.append(f"          {_key(guest.label)}:{comment}")
         if guest.address is not None:
@@ -331,7 +333,7 @@ def _render_network(network: _Network) -> list[str]:
         if guest.address6 is not None:
             out.append(f'            address6: "{guest.address6}"')
         out.append("            # forwards:  # EDIT: uncomment and list the forwards, e.g.")
-        out.append("            #   - {port: 8080, to: 80}")
+        out.append(f"            #   - {{port: {_example_port(n)}, to: 80}}")
     return out
 
 
@@ -369,7 +371,7 @@ def _mode_advice(network: _Network) -> list[str]:
     ]
 
 
-def _example_guests(network: _Network) -> list[str]:
+def _example_guests(network: _Network, n: int) -> list[str]:
     subnet: Subnet | None = network.subnet or network.subnet6
     assert subnet is not None
     field_name = "address" if subnet.version == 4 else "address6"
@@ -380,8 +382,12 @@ def _example_guests(network: _Network) -> list[str]:
         "        #   vm1:",
         f'        #     {field_name}: "{example}"',
         "        #     forwards:",
-        "        #       - {port: 8080, to: 80}",
+        f"        #       - {{port: {_example_port(n)}, to: 80}}",
     ]
+
+
+def _example_port(n: int) -> int:
+    return 8000 + n if 8000 + n <= 65535 else 8000
 
 
 def _example_address(subnet: Subnet) -> str:

@@ -177,6 +177,117 @@ def confirm_command() -> None:
     print("confirmed: the new rules stay.")
 
 
+def _self_path() -> str:
+    """The nftfwd executable the unit and the hook should run."""
+    import shutil
+
+    argv0 = Path(sys.argv[0])
+    if argv0.name == "nftfwd" and argv0.exists():
+        return str(argv0.resolve())
+    return shutil.which("nftfwd") or "/usr/local/bin/nftfwd"
+
+
+RootOpt = Annotated[
+    Path, typer.Option("--root", help="Write into this tree instead of / (staging, tests).")
+]
+
+
+@app.command()
+def install(
+    model: ModelArg = None,
+    root: RootOpt = Path("/"),
+    force: Annotated[bool, typer.Option("--force", help="Replace a different model.")] = False,
+) -> None:
+    """Boot persistence: the systemd unit, the model in /etc/nftfwd, the libvirt hook."""
+    from nftfwd.config import load_model, model_path
+    from nftfwd.install import apply_install, install_plan
+
+    path = model_path(model)
+    loaded = load_model(path)
+    plan = install_plan(
+        root=root,
+        model_path=path.resolve(),
+        nftfwd_bin=_self_path(),
+        table=loaded.table,
+        force=force,
+    )
+    changed = set(apply_install(plan))
+    for planned in plan:
+        print(f"{'wrote' if planned.path in changed else 'kept '} {planned.path}: {planned.note}")
+    if root == Path("/"):
+        from nftfwd.kernel.system import systemctl
+
+        systemctl("daemon-reload")
+        systemctl("enable", "--now", "nftfwd.service")
+        print("enabled nftfwd.service; it loads the model now and at every boot.")
+
+
+@app.command()
+def uninstall(
+    root: RootOpt = Path("/"),
+    purge: Annotated[bool, typer.Option("--purge", help="Remove the model too.")] = False,
+) -> None:
+    """Remove the unit, the hook and nftfwd's table; nothing else."""
+    from nftfwd.install import MODEL
+    from nftfwd.install import uninstall as remove_files
+
+    table = "nftfwd"
+    if (root / MODEL).exists():
+        from nftfwd.config import load_model
+
+        table = load_model(root / MODEL).table
+    if root == Path("/"):
+        import contextlib
+
+        from nftfwd.kernel.system import delete_table, systemctl
+
+        with contextlib.suppress(NftfwdError):  # not installed, or not a systemd host
+            systemctl("disable", "--now", "nftfwd.service")
+        delete_table("inet", table)
+        print(f"removed table inet {table}.")
+    for path in remove_files(root, purge=purge):
+        print(f"removed {path}")
+    if root == Path("/"):
+        from nftfwd.kernel.system import systemctl
+
+        with contextlib.suppress(NftfwdError):
+            systemctl("daemon-reload")
+
+
+@libvirt_app.command("import")
+def libvirt_import(
+    xml: Annotated[list[Path], typer.Argument(help="Network XML files (virsh net-dumpxml).")],
+    uplink: Annotated[str, typer.Option(help="The uplink to write into the skeleton.")] = "eth0",
+) -> None:
+    """Print a model skeleton from libvirt network XML: bridges, subnets, static hosts."""
+    import socket
+
+    from nftfwd.libvirt import import_networks
+
+    texts = []
+    for path in xml:
+        try:
+            texts.append((str(path), path.read_text(encoding="utf-8")))
+        except OSError as err:
+            _fail(f"{path}: cannot read it ({err.strerror}).")
+    sys.stdout.write(import_networks(texts, host_name=socket.gethostname(), uplink=uplink))
+
+
+@libvirt_app.command("hook", context_settings={"ignore_unknown_options": True})
+def libvirt_hook(args: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+    """Entry point of /etc/libvirt/hooks/network: reload nftfwd when libvirt starts or
+    updates a network. Never calls back into libvirt; always exits 0."""
+    from nftfwd.libvirt import hook_action
+
+    if not sys.stdin.isatty():
+        sys.stdin.read()  # the network XML; libvirt waits until it is consumed
+    if hook_action(list(args or [])) != "reload":
+        return
+    from nftfwd.kernel.hook import reload_for_libvirt
+
+    reload_for_libvirt(list(args or []))
+
+
 @app.command()
 def schema() -> None:
     """Print the JSON Schema of the model file (for editors' completion)."""

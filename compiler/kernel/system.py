@@ -1,0 +1,37 @@
+"""The host's service manager and logger, for install, uninstall and the libvirt hook."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from nftfwd.errors import NftfwdError
+from nftfwd.kernel.libnft import Nft
+
+
+def systemctl(*args: str) -> None:
+    tool = shutil.which("systemctl")
+    if tool is None:
+        raise NftfwdError("systemctl is not available: is this a systemd host?")
+    proc = subprocess.run([tool, *args], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise NftfwdError(f"`systemctl {' '.join(args)}` failed: {proc.stderr.strip()}")
+
+
+def delete_table(family: str, table: str) -> None:
+    """Remove one table whether or not it exists, as one transaction."""
+    Nft().apply_text(
+        f"table {family} {table}\ndelete table {family} {table}\n",
+        f"removing table {family} {table}",
+    )
+
+
+def log(message: str) -> None:
+    """To the journal where `logger` exists (libvirt hooks have no terminal), else stderr."""
+    tool = shutil.which("logger")
+    if tool is not None:
+        subprocess.run([tool, "-t", "nftfwd", message], check=False, timeout=5)
+    else:
+        import sys
+
+        print(f"nftfwd: {message}", file=sys.stderr)

@@ -1,0 +1,90 @@
+"""Stage 3: the IR. Per-packet cost is fixed: forwards only add map elements."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from nftfwd.config import load_model
+from nftfwd.ir import Table
+from nftfwd.lower import lower_host
+
+
+def _model(tmp: Path, guests: int, forwards: int) -> Table:
+    data = {
+        "version": 1,
+        "hosts": {
+            "h": {
+                "uplinks": ["eth0"],
+                "bridges": {
+                    "br0": {
+                        "subnet": "10.0.0.0/16",
+                        "subnet6": "fd00::/64",
+                        "guests": {
+                            f"g{g}": {
+                                "address": f"10.0.{g // 200}.{g % 200 + 2}",
+                                "address6": f"fd00::{g + 2:x}",
+                                "forwards": [
+                                    {"port": 1000 + g * forwards + f, "proto": ["tcp", "udp"]}
+                                    for f in range(forwards)
+                                ],
+                            }
+                            for g in range(guests)
+                        },
+                    }
+                },
+            }
+        },
+    }
+    path = tmp / "m.yaml"
+    path.write_text(yaml.safe_dump(data))
+    model = load_model(path)
+    return lower_host(model.table, model.hosts[0])
+
+
+def _rules(table: Table) -> int:
+    return sum(len(c.rules) for c in table.chains)
+
+
+def test_rule_count_does_not_grow_with_forwards(tmp_path: Path) -> None:
+    small = _model(tmp_path, guests=1, forwards=1)
+    large = _model(tmp_path, guests=50, forwards=20)
+    assert _rules(small) == _rules(large)
+    elements = {s.name: len(s.elements) for s in large.sets}
+    assert elements["dnat_addr4"] == 50 * 20 * 2
+    assert elements["dnat_port6"] == 50 * 20 * 2
+
+
+def test_port_range_offsets_are_kept_port_by_port(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "version: 1\nhosts:\n  h:\n    uplinks: [eth0]\n    bridges:\n      br0:\n"
+        "        subnet: 10.0.0.0/24\n        guests:\n          g:\n"
+        "            address: 10.0.0.2\n            forwards:\n"
+        "              - {port: '8000-8010', to: '9000-9010'}\n"
+    )
+    model = load_model(path)
+    table = lower_host(model.table, model.hosts[0])
+    ports = {s.name: s for s in table.sets}["dnat_port4"]
+    mapping = {e.key[3]: e.data for e in ports.elements}
+    assert mapping[8005] == 9005
+    assert len(mapping) == 11
+    addr = {s.name: s for s in table.sets}["dnat_addr4"]
+    assert len(addr.elements) == 1  # one interval element for the whole range
+
+
+def test_hairpin_off_has_no_output_chain_and_no_bridge_ingress(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "version: 1\nhosts:\n  h:\n    uplinks: [eth0]\n    hairpin: false\n    bridges:\n"
+        "      br0:\n        subnet: 10.0.0.0/24\n        guests:\n          g:\n"
+        "            address: 10.0.0.2\n            forwards: [{port: 80}]\n"
+    )
+    model = load_model(path)
+    table = lower_host(model.table, model.hosts[0])
+    assert [c.name for c in table.chains] == ["prerouting", "forward", "postrouting"]
+    from nftfwd.render_nft import rule_text
+
+    prerouting = rule_text(table.chains[0].rules[0])
+    assert 'iifname "eth0"' in prerouting and "br0" not in prerouting

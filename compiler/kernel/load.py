@@ -13,6 +13,7 @@ import select
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,7 +51,8 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
     with exclusive_lock():
         nft = Nft()
         live = read_live(nft, table)
-        compiled = canonical(table)
+        with _refusal_reported():
+            compiled = canonical(table)
         diff = live_diff(host, table, live, compiled)
         sys.stdout.write(format_text(diff, options.color))
         sys.stdout.flush()
@@ -66,14 +68,8 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         directory = state_dir()
         write_atomically(directory / "previous.nft", previous)
         say(f"applying table inet {table.name} in one transaction...")
-        try:
+        with _refusal_reported():
             nft.apply_json(batch(table), f"the new table inet {table.name}")
-        except KernelRefused as err:
-            refused = directory / "refused.json"
-            write_atomically(refused, err.refused)
-            raise NftfwdError(
-                f"{err}; nothing was changed (the refused batch is in {refused})."
-            ) from None
         after = read_live(nft, table)
         if after.text != compiled.text:
             nft.apply_text(previous, "restoring the previous table")
@@ -98,6 +94,19 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         )
         say(f"applied; the last good ruleset is kept in {directory / 'last-good.nft'}.")
         return APPLIED
+
+
+@contextlib.contextmanager
+def _refusal_reported() -> Iterator[None]:
+    """A refused batch is kept on disk and named in the error; the host stays as it was."""
+    try:
+        yield
+    except KernelRefused as err:
+        refused = state_dir() / "refused.json"
+        write_atomically(refused, err.refused)
+        raise NftfwdError(
+            f"{err}; nothing was changed (the refused batch is in {refused})."
+        ) from None
 
 
 def _ask(question: str) -> bool:

@@ -59,7 +59,8 @@ def _run(args: list[str], stdin: str) -> str:
     except subprocess.TimeoutExpired:
         raise NftfwdError(f"the kernel check took longer than {TIMEOUT_S} s.") from None
     if proc.returncode == 3:
-        raise KernelRefused(proc.stderr.strip(), stdin)
+        message = proc.stderr.strip().replace("the transaction", "the compiled rules")
+        raise KernelRefused(message, stdin)
     if proc.returncode != 0:
         raise NftfwdError(
             "cannot make a throwaway network namespace to check the rules "

@@ -1,0 +1,184 @@
+"""load, diff, --confirm and the lock against a real kernel, each in its own namespace."""
+
+from __future__ import annotations
+
+import fcntl
+import itertools
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+HOMELAB = REPO / "examples" / "homelab.yaml"
+NFTFWD = str(Path(sys.executable).parent / "nftfwd")
+_counter = itertools.count()
+
+pytestmark = pytest.mark.kernel
+
+
+@dataclass
+class Namespace:
+    name: str
+    state: Path
+
+    def nftfwd(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, NFTFWD, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+        )
+
+    def popen(self, *args: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", self.name, NFTFWD, *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=self.env(),
+            stdin=subprocess.DEVNULL,
+        )
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "NFTFWD_STATE_DIR": str(self.state), "NO_COLOR": "1"}
+
+    def ruleset(self) -> str:
+        return subprocess.run(
+            ["ip", "netns", "exec", self.name, "nft", "list", "ruleset"],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+
+
+@pytest.fixture
+def ns(tmp_path: Path) -> Iterator[Namespace]:
+    name = f"nffload-{os.getpid()}-{next(_counter)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield Namespace(name, tmp_path / "state")
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def _changed_model(tmp_path: Path) -> Path:
+    path = tmp_path / "changed.yaml"
+    path.write_text(HOMELAB.read_text().replace("{port: 8080, to: 80}", "{port: 8081, to: 80}"))
+    return path
+
+
+def test_load_then_diff_is_empty_and_a_second_load_changes_nothing(ns: Namespace) -> None:
+    first = ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes")
+    assert first.returncode == 0, first.stderr
+    assert "+ tcp 8080 on any IPv4 host address -> web 192.168.122.10 port 80" in first.stdout
+    diff = ns.nftfwd("diff", str(HOMELAB))
+    assert (diff.returncode, diff.stdout) == (0, "host homelab, table inet nftfwd: no changes\n")
+    again = ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes")
+    assert again.returncode == 0 and "nothing to change" in again.stderr
+    last_good = (ns.state / "last-good.nft").read_text()
+    assert last_good.startswith("table inet nftfwd\ndelete table inet nftfwd\ntable inet nftfwd {")
+
+
+def test_dry_run_shows_the_change_and_changes_nothing(ns: Namespace, tmp_path: Path) -> None:
+    assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
+    before = ns.ruleset()
+    dry = ns.nftfwd("load", str(_changed_model(tmp_path)), "--atomic", "--dry-run")
+    assert dry.returncode == 1
+    assert "+ tcp 8081 on any IPv4 host address -> web 192.168.122.10 port 80" in dry.stdout
+    assert ns.ruleset() == before
+
+
+def test_unconfirmed_load_rolls_back(ns: Namespace, tmp_path: Path) -> None:
+    assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
+    before = ns.ruleset()
+    result = ns.nftfwd("load", str(_changed_model(tmp_path)), "--atomic", "--yes", "--confirm", "1")
+    assert result.returncode == 3
+    assert "not confirmed within 1 s: rolled back" in result.stderr
+    assert ns.ruleset() == before
+
+
+def test_confirmed_load_keeps_the_new_rules(ns: Namespace, tmp_path: Path) -> None:
+    assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
+    changed = _changed_model(tmp_path)
+    pending = ns.popen("load", str(changed), "--atomic", "--yes", "--confirm", "20")
+    deadline = time.monotonic() + 10
+    while not (ns.state / "pending-confirm.json").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    confirm = ns.nftfwd("confirm")
+    assert confirm.returncode == 0, confirm.stderr
+    _, err = pending.communicate(timeout=20)
+    assert pending.returncode == 0, err
+    assert ns.nftfwd("diff", str(changed)).returncode == 0
+    assert ns.nftfwd("confirm").returncode == 2  # nothing waits any more
+
+
+def test_a_second_load_waits_for_the_first(ns: Namespace) -> None:
+    ns.state.mkdir(parents=True)
+    with open(ns.state / "lock", "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        waiting = ns.popen("load", str(HOMELAB), "--atomic", "--yes")
+        time.sleep(1.0)
+        assert waiting.poll() is None  # blocked behind the lock
+        assert "nftfwd" not in ns.ruleset()
+        fcntl.flock(lock, fcntl.LOCK_UN)
+    _, err = waiting.communicate(timeout=30)
+    assert waiting.returncode == 0
+    assert "waiting for another nftfwd run to finish" in err
+    assert "table inet nftfwd" in ns.ruleset()
+
+
+REFUSED_LOAD = """
+import dataclasses, sys
+from ipaddress import IPv6Address
+from pathlib import Path
+from nftfwd.config import load_model
+from nftfwd.lower import lower_host
+from nftfwd.kernel.load import LoadOptions, load
+from nftfwd.errors import NftfwdError
+model = load_model(Path(sys.argv[1]))
+table = lower_host(model.table, model.hosts[0])
+# An IPv6 guest in an IPv4 map: libnftables refuses the whole batch.
+bad = dataclasses.replace(table.sets[0], elements=(dataclasses.replace(
+    table.sets[0].elements[0], data=IPv6Address("fd00::1")),))
+table = dataclasses.replace(table, sets=(bad, *table.sets[1:]))
+try:
+    load(model.hosts[0], table, LoadOptions(yes=True))
+except NftfwdError as err:
+    print(err, file=sys.stderr)
+    sys.exit(2)
+"""
+
+
+def test_a_refused_transaction_leaves_the_host_as_it_was(ns: Namespace, tmp_path: Path) -> None:
+    assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
+    before = ns.ruleset()
+    result = subprocess.run(
+        [
+            "ip",
+            "netns",
+            "exec",
+            ns.name,
+            sys.executable,
+            "-c",
+            REFUSED_LOAD,
+            str(_changed_model(tmp_path)),
+        ],
+        capture_output=True,
+        text=True,
+        env=ns.env(),
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    # Refused already in the throwaway namespace that canonicalises the compiled table.
+    assert "the kernel refused the compiled rules" in result.stderr
+    assert "nothing was changed" in result.stderr
+    assert "fd00::1" in (ns.state / "refused.json").read_text()
+    assert ns.ruleset() == before

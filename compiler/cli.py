@@ -149,6 +149,13 @@ def load(
             help="Roll back unless confirmed within SECONDS (nftfwd confirm).",
         ),
     ] = None,
+    enable_forwarding: Annotated[
+        bool,
+        typer.Option(
+            "--enable-forwarding",
+            help="Turn on IP forwarding now and at boot (/etc/sysctl.d/90-nftfwd.conf).",
+        ),
+    ] = False,
 ) -> None:
     """Show the diff, then apply it as one kernel transaction: all of it or none of it."""
     from nftfwd.kernel.load import LoadOptions
@@ -158,6 +165,14 @@ def load(
     if confirm is not None and confirm < 1:
         _fail("--confirm needs a number of seconds of at least 1.")
     _, chosen, table = _compiled(model, host)
+    if enable_forwarding and not dry_run:
+        from nftfwd.kernel.forwarding import enable_forwarding as turn_on
+
+        for setting in turn_on(chosen):
+            print(
+                f"set {setting.key.replace('/', '.')} = {setting.value}: {setting.why}",
+                file=sys.stderr,
+            )
     options = LoadOptions(
         yes=yes,
         dry_run=dry_run,

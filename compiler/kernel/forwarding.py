@@ -1,0 +1,80 @@
+"""`load --enable-forwarding`: turn on IP forwarding now and at boot, without losing SLAAC.
+
+With forwarding on, Linux ignores router advertisements on interfaces whose accept_ra
+is 1, so an uplink that configures itself by SLAAC would lose its IPv6 address and
+default route; such uplinks get accept_ra=2 (accept them even when forwarding).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from nftfwd.errors import NftfwdError
+from nftfwd.model import Host
+
+SYSCTL_FILE = Path("etc/sysctl.d/90-nftfwd.conf")
+
+
+@dataclass(frozen=True)
+class Setting:
+    key: str  # slash form, as under /proc/sys: net/ipv6/conf/eth0.100/accept_ra
+    value: str
+    why: str
+
+
+def _read(root: Path, key: str) -> str | None:
+    try:
+        return (root / "proc/sys" / key).read_text().strip()
+    except OSError:
+        return None
+
+
+def _uses_slaac(root: Path, uplink: str) -> bool:
+    conf = f"net/ipv6/conf/{uplink}"
+    return _read(root, f"{conf}/accept_ra") in ("1", "2") and _read(root, f"{conf}/autoconf") == "1"
+
+
+def forwarding_settings(host: Host, root: Path = Path("/")) -> list[Setting]:
+    """What this host needs, given which families its bridges use."""
+    settings = []
+    if host.subnets_in("ip"):
+        settings.append(Setting("net/ipv4/ip_forward", "1", "forward IPv4 to the guests"))
+    if host.subnets_in("ip6"):
+        settings.append(Setting("net/ipv6/conf/all/forwarding", "1", "forward IPv6 to the guests"))
+        for uplink in host.uplinks:
+            if _uses_slaac(root, uplink):
+                settings.append(
+                    Setting(
+                        f"net/ipv6/conf/{uplink}/accept_ra",
+                        "2",
+                        f"{uplink} uses SLAAC: keep accepting router advertisements",
+                    )
+                )
+    return settings
+
+
+def enable_forwarding(host: Host, root: Path = Path("/")) -> list[Setting]:
+    """Apply the settings now and persist them in /etc/sysctl.d; return what changed."""
+    changed = []
+    settings = forwarding_settings(host, root)
+    for setting in settings:
+        path = root / "proc/sys" / setting.key
+        if _read(root, setting.key) == setting.value:
+            continue
+        try:
+            path.write_text(setting.value + "\n")
+        except OSError as err:
+            raise NftfwdError(
+                f"cannot set {setting.key.replace('/', '.')}: {err.strerror}."
+            ) from None
+        changed.append(setting)
+    if settings:
+        lines = [
+            "# Written by nftfwd load --enable-forwarding.",
+            *(f"# {s.why}\n{s.key} = {s.value}" for s in settings),
+        ]
+        target = root / SYSCTL_FILE
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text("\n".join(lines) + "\n")
+    return changed

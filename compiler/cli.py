@@ -13,6 +13,7 @@ from typing import Annotated, Literal, NoReturn
 import typer
 
 from nftfwd.errors import NftfwdError
+from nftfwd.model import Host
 
 app = typer.Typer(
     add_completion=False,
@@ -164,7 +165,7 @@ def load(
     del atomic  # every load is one transaction; the flag says so on the command line
     if confirm is not None and confirm < 1:
         _fail("--confirm needs a number of seconds of at least 1.")
-    _, chosen, table = _compiled(model, host)
+    loaded, chosen, table = _compiled(model, host)
     if enable_forwarding and not dry_run:
         from nftfwd.kernel.forwarding import enable_forwarding as turn_on
 
@@ -180,7 +181,35 @@ def load(
         color=_color(sys.stdout),
         interactive=sys.stdin.isatty(),
     )
-    raise typer.Exit(run_load(chosen, table, options))
+    code = run_load(chosen, table, options)
+    if code == 0 and not dry_run:
+        _warn_findings(chosen, loaded.table)
+    raise typer.Exit(code)
+
+
+def _warn_findings(chosen: Host, table: str) -> None:
+    """What on this host would still defeat the rules just loaded (doctor's findings)."""
+    from nftfwd.doctor.run import diagnose, format_findings, read_live_ruleset
+
+    ruleset, text = read_live_ruleset()
+    findings = diagnose(chosen, table, ruleset, ruleset_text=text)
+    if findings:
+        print("warning: the rules are loaded, but on this host:", file=sys.stderr)
+        sys.stderr.write(format_findings(findings, _color(sys.stderr)))
+
+
+@app.command()
+def doctor(model: ModelArg = None, host: HostOpt = None) -> None:
+    """Why a forward would not work on this host, and the fix (exit 0 healthy, 1 findings)."""
+    from nftfwd.config import load_model, model_path, select_host
+    from nftfwd.doctor.run import diagnose, exit_code, format_findings, read_live_ruleset
+
+    loaded = load_model(model_path(model))
+    chosen = select_host(loaded, host)
+    ruleset, text = read_live_ruleset()
+    findings = diagnose(chosen, loaded.table, ruleset, ruleset_text=text)
+    sys.stdout.write(format_findings(findings, _color(sys.stdout)))
+    raise typer.Exit(exit_code(findings))
 
 
 @app.command("confirm")

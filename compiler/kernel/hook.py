@@ -35,10 +35,10 @@ def reload_for_libvirt(args: list[str]) -> None:
 
 
 def _log_findings(host: object, table: str) -> None:
-    from nftfwd.doctor.run import diagnose
-    from nftfwd.kernel.libnft import Nft
+    from nftfwd.doctor.run import diagnose, read_live_ruleset
     from nftfwd.model import Host
 
     assert isinstance(host, Host)
-    for finding in diagnose(host, table, Nft().list_ruleset()):
+    ruleset, text = read_live_ruleset()
+    for finding in diagnose(host, table, ruleset, ruleset_text=text):
         log(f"doctor {finding.id}: {finding.subject}: {finding.message} Fix: {finding.fix}")

@@ -1,0 +1,183 @@
+"""What doctor reports, and how its fixes are written as commands a person can run."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+# Most fundamental first: a host without forwarding or without nftfwd's table fails
+# before anything else matters.
+ORDER: tuple[str, ...] = (
+    "ipv4-forwarding-off",
+    "ipv6-forwarding-off",
+    "table-not-loaded",
+    "uplink-missing",
+    "bridge-missing",
+    "link-down",
+    "foreign-chain-rejects",
+    "foreign-chain-drops",
+    "foreign-policy-drop",
+    "br-netfilter",
+    "dnat-conflict",
+    "libvirt-nat-network",
+    "foreign-masquerade",
+    "local-listener",
+    "neighbour-elsewhere",
+    "guest-absent",
+    "hairpin-mode-off",
+    "rp-filter-strict",
+    "flush-ruleset-on-boot",
+)
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing on the live host that defeats nftfwd's rules, and how to fix it.
+
+    id: stable kebab-case identifier; subject: where (a table, chain and rule, an
+    interface, a file); message: one sentence, what fails and why; fix: the exact
+    commands or config change (several lines; lines starting with # explain).
+    """
+
+    id: str
+    subject: str
+    message: str
+    fix: str
+
+
+def sort_key(finding: Finding) -> tuple[int, str, str, str, str]:
+    rank = ORDER.index(finding.id) if finding.id in ORDER else len(ORDER)
+    return (rank, finding.id, finding.subject, finding.message, finding.fix)
+
+
+def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:
+    """Deterministic order, duplicates removed."""
+    return sorted(set(findings), key=sort_key)
+
+
+@dataclass(frozen=True, order=True)
+class AcceptSpec:
+    """Traffic to accept in another tool's chain, independent of its syntax.
+
+    match is one of: "dnat" (connections DNATed by a forward), "saddr" / "daddr-reply"
+    (with net: a subnet's outbound connections / their replies), "established"
+    (replies of any connection), "dport" (with proto and port: a host port before
+    DNAT), "" (everything between the interfaces).
+    """
+
+    family: str
+    iif: str
+    oif: str
+    match: str
+    net: str = ""
+    proto: str = ""
+    port: str = ""
+
+
+def nft_rule(spec: AcceptSpec) -> str:
+    """The spec as an nft rule body."""
+    words = [f'iifname "{spec.iif}"'] if spec.iif else []
+    if spec.oif:
+        words.append(f'oifname "{spec.oif}"')
+    words.append(
+        {
+            "dnat": "ct status dnat",
+            "saddr": f"{spec.family} saddr {spec.net}",
+            "daddr-reply": f"{spec.family} daddr {spec.net} ct state established,related",
+            "established": "ct state established,related",
+            "dport": f"meta l4proto {spec.proto} th dport {spec.port}",
+        }.get(spec.match, "")
+    )
+    return " ".join(w for w in [*words, "accept"] if w)
+
+
+def iptables_rule(spec: AcceptSpec) -> str:
+    """The spec as iptables arguments after the chain name."""
+    words = [f"-i {spec.iif}"] if spec.iif else []
+    if spec.oif:
+        words.append(f"-o {spec.oif}")
+    words.append(
+        {
+            "dnat": "-m conntrack --ctstate DNAT",
+            "saddr": f"-s {spec.net}",
+            "daddr-reply": f"-d {spec.net} -m conntrack --ctstate RELATED,ESTABLISHED",
+            "established": "-m conntrack --ctstate RELATED,ESTABLISHED",
+            "dport": f"-p {spec.proto} --dport {spec.port.replace('-', ':')}",
+        }.get(spec.match, "")
+    )
+    return " ".join(w for w in [*words, "-j ACCEPT"] if w)
+
+
+def _rules(specs: Iterable[AcceptSpec], write: Callable[[AcceptSpec], str]) -> list[str]:
+    """Rendered rules in a stable order, without those that an accept of everything
+    between the same interfaces already covers."""
+    unique = set(specs)
+    wide = {(s.iif, s.oif) for s in unique if s.match == ""}
+    kept = [s for s in unique if s.match == "" or (s.iif, s.oif) not in wide]
+    return list(dict.fromkeys(write(s) for s in sorted(kept)))
+
+
+def nft_quote(name: str) -> str:
+    """A table or chain name as the nft command line reads it."""
+    plain = name.replace("_", "").replace("-", "").replace(".", "").isalnum()
+    return name if plain and name[:1].isalpha() else f'"{name}"'
+
+
+def nft_insert_fix(family: str, table: str, chain: str, specs: Iterable[AcceptSpec]) -> str:
+    """Accept rules to insert at the top of another table's base chain, with nft."""
+    head = f"nft 'insert rule {family} {nft_quote(table)} {nft_quote(chain)}"
+    lines = [f"{head} {rule}'" for rule in _rules(specs, nft_rule)]
+    lines.append(
+        f"# and add the same rules at the top of chain {chain} where table {family} {table} "
+        "is defined (e.g. /etc/nftables.conf), so that they survive its next load"
+    )
+    return "\n".join(lines)
+
+
+def iptables_insert_fix(
+    family: str, table: str, chain: str, specs: Iterable[AcceptSpec], *, docker: bool = False
+) -> str:
+    """Accept rules to insert at the top of an iptables chain (iptables-nft's tables)."""
+    tool = "iptables" if family == "ip" else "ip6tables"
+    where = "" if table == "filter" else f"-t {table} "
+    lines = [f"{tool} {where}-I {chain} {rule}" for rule in _rules(specs, iptables_rule)]
+    keep = "# Docker keeps DOCKER-USER when it restarts, not across a reboot: " if docker else "# "
+    suffix = "4" if family == "ip" else "6"
+    lines.append(f"{keep}persist them, e.g. {tool}-save > /etc/iptables/rules.v{suffix}")
+    return "\n".join(lines)
+
+
+def libvirt_open_fix(bridge: str, network: str | None) -> str:
+    name = network or "NETWORK"
+    lines = []
+    if network is None:
+        lines.append(
+            f"# NETWORK is the libvirt network whose bridge is {bridge} "
+            "(virsh net-list --all; virsh net-info NETWORK)"
+        )
+    lines += [
+        f"# switch libvirt network {name} to open mode and let nftfwd do the NAT "
+        "(masquerade: true, the default):",
+        f"#   in virsh net-edit {name} replace",
+        "#     <forward mode='nat'> ... </forward>",
+        "#   with",
+        "#     <forward mode='open'/>",
+        f"virsh net-edit {name}",
+        f"virsh net-destroy {name} && virsh net-start {name}",
+        "# restart or re-attach the guests on it (their interfaces left the bridge), "
+        "then: nftfwd load",
+    ]
+    return "\n".join(lines)
+
+
+def sysctl_key(*parts: str) -> str:
+    """A sysctl name for `sysctl -w`: dotted, or with slashes where a part has a dot."""
+    return "/".join(parts) if any("." in p for p in parts) else ".".join(parts)
+
+
+def sysctl_fix(settings: Iterable[tuple[str, str]], conf: str) -> str:
+    pairs = list(settings)
+    lines = [f"sysctl -w {key}={value}" for key, value in pairs]
+    body = "\\n".join(f"{key} = {value}" for key, value in pairs)
+    lines.append(f"printf '{body}\\n' > /etc/sysctl.d/{conf}")
+    return "\n".join(lines)

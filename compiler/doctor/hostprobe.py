@@ -1,0 +1,505 @@
+"""Reading the live host (its current network namespace): sysctls, links, neighbours,
+listeners, /etc/nftables.conf. Every check is a small function of what was read, so
+tests give it a fake tree (sys_root) and fake command output (run)."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv6Address, ip_address
+from pathlib import Path
+from typing import Any
+
+from nftfwd.doctor.findings import Finding, sorted_findings, sysctl_fix, sysctl_key
+from nftfwd.errors import NftfwdError
+from nftfwd.model import Bridge, Family, Forward, Guest, Host, IPAddress
+
+Runner = Callable[[Sequence[str]], str]
+Sysctl = Callable[..., str | None]
+USABLE = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"}
+UNANSWERED = {"FAILED", "INCOMPLETE"}
+
+
+class ProbeError(NftfwdError):
+    """A command doctor needs could not be run."""
+
+
+def run_command(argv: Sequence[str]) -> str:
+    """Runs a read-only command and returns its output."""
+    try:
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise ProbeError(f"cannot run `{' '.join(argv)}`: {err}") from None
+    if done.returncode != 0:
+        raise ProbeError(f"`{' '.join(argv)}` failed: {done.stderr.strip()}")
+    return done.stdout
+
+
+@dataclass(frozen=True)
+class Link:
+    name: str
+    up: bool  # administratively up
+    kind: str  # bridge, veth, ... ("" for a plain device)
+    master: str | None
+    hairpin: bool | None  # bridge ports only
+    addresses: tuple[IPAddress, ...] = ()
+
+
+_NOLINK = Link("", False, "", None, None)
+
+
+@dataclass(frozen=True)
+class Neighbour:
+    address: IPAddress
+    dev: str
+    lladdr: str | None
+    states: tuple[str, ...]
+
+    @property
+    def usable(self) -> bool:
+        return bool(USABLE.intersection(self.states))
+
+
+@dataclass(frozen=True)
+class Listener:
+    proto: str
+    address: IPAddress
+    port: int
+
+
+@dataclass(frozen=True)
+class HostState:
+    """Everything doctor reads from the live host."""
+
+    links: Mapping[str, Link]
+    neighbours: tuple[Neighbour, ...] = ()
+    fdb: Mapping[str, Mapping[str, str]] = field(default_factory=dict)  # bridge: mac -> port
+    default_devs: frozenset[str] = frozenset()
+    listeners: tuple[Listener, ...] = ()
+    bridged: tuple[Family, ...] = ()  # br_netfilter passes bridged traffic to iptables/nft
+    libvirt_networks: Mapping[str, str] = field(default_factory=dict)  # bridge -> network
+
+
+# --- reading ----------------------------------------------------------------------------
+
+
+def _json_list(text: str) -> list[Any]:
+    try:
+        data = json.loads(text or "[]")
+    except ValueError as err:
+        raise ProbeError(f"unexpected output from iproute2: {err}") from None
+    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
+
+
+def read_links(run: Runner) -> dict[str, Link]:
+    links: dict[str, Link] = {}
+    for item in _json_list(run(["ip", "-d", "-j", "addr", "show"])):
+        info = item.get("linkinfo") or {}
+        slave = info.get("info_slave_data") or {}
+        addrs = tuple(
+            ip_address(a["local"])
+            for a in item.get("addr_info", [])
+            if isinstance(a.get("local"), str)
+        )
+        name = str(item.get("ifname", ""))
+        links[name] = Link(
+            name,
+            "UP" in item.get("flags", []),
+            str(info.get("info_kind", "")),
+            item.get("master"),
+            slave.get("hairpin") if info.get("info_slave_kind") == "bridge" else None,
+            addrs,
+        )
+    return links
+
+
+def read_neighbours(run: Runner) -> tuple[Neighbour, ...]:
+    out = []
+    for item in _json_list(run(["ip", "-j", "neigh", "show"])):
+        try:
+            address = ip_address(item.get("dst", ""))
+        except ValueError:
+            continue
+        states = tuple(str(s) for s in item.get("state", []))
+        out.append(Neighbour(address, str(item.get("dev", "")), item.get("lladdr"), states))
+    return tuple(out)
+
+
+def read_fdb(run: Runner, bridge: str) -> dict[str, str]:
+    """mac -> bridge port, for the addresses the bridge has learnt or was given."""
+    try:
+        items = _json_list(run(["bridge", "-j", "fdb", "show", "br", bridge]))
+    except ProbeError:
+        return {}  # no bridge tool, or not a bridge: the guests' ports stay unknown
+    return {
+        str(i["mac"]).lower(): str(i.get("ifname"))
+        for i in items
+        if "self" not in i.get("flags", []) and i.get("master") == bridge and "mac" in i
+    }
+
+
+def read_default_devs(run: Runner) -> frozenset[str]:
+    devs: set[str] = set()
+    for argv in (
+        ["ip", "-4", "-j", "route", "show", "default"],
+        ["ip", "-6", "-j", "route", "show", "default"],
+    ):
+        for route in _json_list(run(argv)):
+            hops = route.get("nexthops") or [route]
+            devs.update(str(h["dev"]) for h in hops if isinstance(h, dict) and "dev" in h)
+    return frozenset(devs)
+
+
+def read_sysctl(sys_root: str, *parts: str) -> str | None:
+    try:
+        return Path(sys_root, "proc", "sys", *parts).read_text().strip()
+    except OSError:
+        return None
+
+
+def _proc_address(text: str) -> IPAddress:
+    raw = bytes.fromhex(text)
+    if len(raw) == 4:
+        return IPv4Address(raw[::-1])
+    return IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
+
+
+def read_listeners(sys_root: str) -> tuple[Listener, ...]:
+    """Listening TCP and bound unconnected UDP sockets, from /proc/net/{tcp,udp}{,6}."""
+    out: list[Listener] = []
+    for name in ("tcp", "tcp6", "udp", "udp6"):
+        proto = name[:3]
+        try:
+            lines = Path(sys_root, "proc", "net", name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 4 or fields[3] != ("0A" if proto == "tcp" else "07"):
+                continue
+            if proto == "udp" and fields[2].split(":")[1] != "0000":
+                continue  # a connected UDP socket
+            addr, _, port = fields[1].partition(":")
+            try:
+                out.append(Listener(proto, _proc_address(addr), int(port, 16)))
+            except ValueError:
+                continue
+    return tuple(dict.fromkeys(out))
+
+
+def read_libvirt_networks(sys_root: str) -> dict[str, str]:
+    """bridge -> libvirt network name, from libvirt's running and persistent network XML."""
+    out: dict[str, str] = {}
+    for folder in ("etc/libvirt/qemu/networks", "run/libvirt/network"):
+        for path in sorted(Path(sys_root, folder).glob("*.xml")):
+            try:
+                root = ET.parse(path).getroot()
+            except (OSError, ET.ParseError):
+                continue
+            net = root if root.tag == "network" else root.find("network")
+            bridge = net.find("bridge") if net is not None else None
+            name = net.findtext("name") if net is not None else None
+            if bridge is not None and bridge.get("name") and name:
+                out[str(bridge.get("name"))] = name.strip()
+    return out
+
+
+def bridge_nf_families(sys_root: str) -> tuple[Family, ...]:
+    """Families whose bridged traffic br_netfilter passes through the ip/ip6 hooks."""
+    calls: tuple[tuple[Family, str], ...] = (
+        ("ip", "bridge-nf-call-iptables"),
+        ("ip6", "bridge-nf-call-ip6tables"),
+    )
+    return tuple(f for f, name in calls if read_sysctl(sys_root, "net", "bridge", name) == "1")
+
+
+def read_state(host: Host, *, sys_root: str = "/", run: Runner = run_command) -> HostState:
+    links = read_links(run)
+    bridged = bridge_nf_families(sys_root)
+    fdb = {
+        b.name: read_fdb(run, b.name)
+        for b in host.bridges
+        if host.hairpin
+        and bridged
+        and links.get(b.name, Link("", False, "", None, None)).kind == "bridge"
+    }
+    return HostState(
+        links,
+        read_neighbours(run),
+        fdb,
+        read_default_devs(run),
+        read_listeners(sys_root),
+        bridged,
+        read_libvirt_networks(sys_root),
+    )
+
+
+# --- checks: pure functions of what was read ------------------------------------------
+
+_FLUSH = re.compile(r"^\s*flush\s+ruleset\b")
+_TABLE = re.compile(r"^\s*table\s+(ip|ip6|inet|arp|bridge|netdev)\s+([A-Za-z][\w.-]*)", re.M)
+_OR_LOAD = "\n# or: nftfwd load --enable-forwarding"
+_NO_BRNF = "sysctl -w net.bridge.bridge-nf-call-iptables=0"
+
+
+def _guests(host: Host) -> Iterator[tuple[Bridge, Guest, IPAddress]]:
+    for bridge in host.bridges:
+        for guest in bridge.guests:
+            for address in (guest.address, guest.address6):
+                if address is not None:
+                    yield bridge, guest, address
+
+
+def check_forwarding(host: Host, sysctl: Sysctl) -> list[Finding]:
+    out = []
+    value = sysctl("net", "ipv4", "ip_forward")
+    if host.subnets_in("ip") and value != "1":
+        message = (
+            f"IPv4 forwarding is off (net.ipv4.ip_forward = {value}), so the kernel routes "
+            "nothing between uplinks and bridges: no forward, outbound or hairpin traffic passes."
+        )
+        fix = sysctl_fix([("net.ipv4.ip_forward", "1")], "90-nftfwd-ipv4-forwarding.conf")
+        out.append(Finding("ipv4-forwarding-off", "net.ipv4.ip_forward", message, fix + _OR_LOAD))
+    value6 = sysctl("net", "ipv6", "conf", "all", "forwarding")
+    if host.subnets_in("ip6") and value6 != "1":
+        ra = [
+            (sysctl_key("net", "ipv6", "conf", up, "accept_ra"), "2")
+            for up in host.uplinks
+            if sysctl("net", "ipv6", "conf", up, "accept_ra") == "1"
+        ]
+        why = "IPv6 is disabled on this host" if value6 is None else "IPv6 forwarding is off"
+        keep = " (accept_ra = 2 keeps the uplinks' SLAAC working with forwarding on)" if ra else ""
+        message = (
+            f"{why} (net.ipv6.conf.all.forwarding = {value6}), so no IPv6 traffic passes "
+            f"between uplinks and bridges{keep}."
+        )
+        settings = [*ra, ("net.ipv6.conf.all.forwarding", "1")]
+        fix = sysctl_fix(settings, "90-nftfwd-ipv6-forwarding.conf") + _OR_LOAD
+        out.append(Finding("ipv6-forwarding-off", "net.ipv6.conf.all.forwarding", message, fix))
+    return out
+
+
+def check_links(
+    host: Host, links: Mapping[str, Link], networks: Mapping[str, str]
+) -> list[Finding]:
+    out = []
+    for name in host.uplinks:
+        if name not in links:
+            message = (
+                f"Uplink {name} of host {host.name} does not exist here, so no forward matches "
+                "traffic arriving on it and guests cannot leave through it."
+            )
+            fix = f"ip -br link\n# then correct hosts.{host.name}.uplinks in the model"
+            out.append(Finding("uplink-missing", f"uplink {name}", message, fix))
+    for bridge in host.bridges:
+        if bridge.name in links:
+            continue
+        net = networks.get(bridge.name)
+        if net:
+            fix = f"virsh net-start {net}\nvirsh net-autostart {net}"
+        else:
+            fix = f"ip link add {bridge.name} type bridge\nip link set dev {bridge.name} up"
+            fix += "\n# or start the libvirt/Incus network that creates it"
+        message = (
+            f"Bridge {bridge.name} does not exist, so its guests get no traffic "
+            "and their forwards fail."
+        )
+        out.append(Finding("bridge-missing", f"bridge {bridge.name}", message, fix))
+    for name in (*host.uplinks, *(b.name for b in host.bridges)):
+        link = links.get(name)
+        if link is not None and not link.up:
+            message = f"Interface {name} is administratively down, so no traffic passes it."
+            out.append(
+                Finding("link-down", f"interface {name}", message, f"ip link set dev {name} up")
+            )
+    return out
+
+
+def check_neighbours(host: Host, neighbours: Sequence[Neighbour]) -> list[Finding]:
+    out = []
+    for bridge, guest, address in _guests(host):
+        entries = [n for n in neighbours if n.address == address]
+        here = [n for n in entries if n.dev == bridge.name]
+        elsewhere = sorted({n.dev for n in entries if n.dev != bridge.name and n.usable})
+        subject = f"guest {guest.name} ({address})"
+        if elsewhere and not any(n.usable for n in here):
+            message = (
+                f"{address} (guest {guest.name} on {bridge.name}) answers on "
+                f"{', '.join(elsewhere)}, not on {bridge.name}: this host sends the guest's "
+                "traffic out of the wrong interface."
+            )
+            fix = (
+                f"ip route get {address}\nip neigh show to {address}\n"
+                f"# the route must say dev {bridge.name}: remove the address or route that puts "
+                f"{address} behind {elsewhere[0]}, or correct the guest's address in the model"
+            )
+            out.append(Finding("neighbour-elsewhere", subject, message, fix))
+        elif guest.forwards and here and all(UNANSWERED.intersection(n.states) for n in here):
+            message = (
+                f"{address} (guest {guest.name}) does not answer on {bridge.name} "
+                f"({'/'.join(here[0].states)}): the guest is off or has another address, "
+                "so its forwards fail."
+            )
+            path = f"hosts.{host.name}.bridges.{bridge.name}.guests.{guest.name}.address"
+            fix = (
+                f"ping -c 1 -W 1 {address}\nip neigh show dev {bridge.name}\n"
+                f"# start the guest, or correct {path} in the model"
+            )
+            out.append(Finding("guest-absent", subject, message, fix))
+    return out
+
+
+def check_hairpin(host: Host, state: HostState) -> list[Finding]:
+    """A guest reaching its own forward: with br_netfilter the DNATed packet is bridged
+    back out of the port it came in on, which a bridge allows only in hairpin mode."""
+    out: list[Finding] = []
+    if not host.hairpin:
+        return out
+    for bridge, guest, address in _guests(host):
+        family: Family = "ip" if address.version == 4 else "ip6"
+        if not guest.forwards or family not in state.bridged:
+            continue
+        fdb = state.fdb.get(bridge.name, {})
+        macs = {
+            n.lladdr.lower()
+            for n in state.neighbours
+            if n.address == address and n.dev == bridge.name and n.lladdr and n.usable
+        }
+        for port in sorted({fdb[m] for m in macs if m in fdb}):
+            if state.links.get(port, _NOLINK).hairpin is not False:
+                continue
+            message = (
+                f"Guest {guest.name} cannot reach its own forwards at a host address: "
+                f"br_netfilter bridges the DNATed packet back out of port {port}, its way in, "
+                "which a bridge allows only in hairpin mode."
+            )
+            fix = (
+                f"bridge link set dev {port} hairpin on\n"
+                "# the port is made anew when the guest starts: set it again then "
+                "(e.g. from a libvirt qemu hook)\n"
+                f"# or keep bridged traffic out of netfilter: {_NO_BRNF}"
+            )
+            subject = f"bridge port {port} of {bridge.name} (guest {guest.name})"
+            out.append(Finding("hairpin-mode-off", subject, message, fix))
+    return out
+
+
+def check_rp_filter(host: Host, sysctl: Sysctl, default_devs: frozenset[str]) -> list[Finding]:
+    """Strict rp_filter on an uplink without the default route drops clients whose route
+    back leaves through another interface (the effective value is max(all, device))."""
+    if not any(g.forwards and g.address for b in host.bridges for g in b.guests):
+        return []
+
+    def value(dev: str) -> int | None:
+        raw = sysctl("net", "ipv4", "conf", dev, "rp_filter")
+        return int(raw) if raw is not None and raw.isdigit() else None
+
+    out = []
+    for up in host.uplinks:
+        own = value(up)  # None: no such interface, reported as missing elsewhere
+        if up in default_devs or own is None or max(value("all") or 0, own) != 1:
+            continue
+        message = (
+            f"Strict reverse-path filtering (rp_filter = 1) on uplink {up}, which has no default "
+            "route, drops forwarded connections from clients whose route back leaves through "
+            "another interface."
+        )
+        key = sysctl_key("net", "ipv4", "conf", up, "rp_filter")
+        fix = sysctl_fix([(key, "2")], "90-nftfwd-rp-filter.conf")
+        out.append(Finding("rp-filter-strict", f"uplink {up}", message, fix))
+    return out
+
+
+def _takes_over(host: Host, fw: Forward, lst: Listener, bridge_addrs: set[IPAddress]) -> bool:
+    """Does this forward take connections a local listener waits for?"""
+    addr = lst.address
+    if lst.proto not in fw.protos or not fw.port.first <= lst.port <= fw.port.last:
+        return False
+    if addr.is_loopback or addr.is_link_local or addr in bridge_addrs:
+        return False
+    listens = (fw.address,) if fw.address else host.addresses
+    return addr.is_unspecified or not listens or addr in listens
+
+
+def check_listeners(host: Host, state: HostState) -> list[Finding]:
+    bridge_addrs = {a for b in host.bridges for a in state.links.get(b.name, _NOLINK).addresses}
+    out = []
+    for bridge in host.bridges:
+        for guest in bridge.guests:
+            for fw in guest.forwards:
+                for lst in state.listeners:
+                    if not _takes_over(host, fw, lst, bridge_addrs):
+                        continue
+                    where = f"{lst.proto} {_show(lst.address)}:{lst.port}"
+                    message = (
+                        f"A local service listens on {where}, a port that forward {fw.path} sends "
+                        f"to guest {guest.name}: connections to a host address at it reach the "
+                        "guest, so the service is unreachable there."
+                    )
+                    flag = "t" if lst.proto == "tcp" else "u"
+                    fix = (
+                        f"ss -Hlnp{flag} 'sport = :{lst.port}'\n# move that service to another "
+                        "port (or bind it to 127.0.0.1), or give the forward another port"
+                    )
+                    out.append(Finding("local-listener", where, message, fix))
+    return out
+
+
+def _show(addr: IPAddress) -> str:
+    return f"[{addr}]" if addr.version == 6 else str(addr)
+
+
+def check_nftables_conf(path: str, text: str | None) -> list[Finding]:
+    if text is None or not any(_FLUSH.match(line.split("#")[0]) for line in text.splitlines()):
+        return []
+    flush = "^[[:space:]]*flush[[:space:]]\\+ruleset"
+    tables = list(dict.fromkeys(_TABLE.findall(text)))
+    if tables:
+        lines = "\\n".join(f"table {f} {n}\\ndelete table {f} {n}" for f, n in tables)
+        fix = f"sed -i 's/{flush}.*$/{lines}/' {path}\nnft -c -f {path}"
+        fix += "\n# each table the file defines is now replaced on its own; other tables stay"
+    else:
+        fix = f"sed -i 's/{flush}/# &/' {path}\nnft -c -f {path}"
+    message = (
+        f"{path} runs `flush ruleset`, so every start, restart or reload of nftables.service "
+        "deletes every table, nftfwd's, libvirt's and Docker's included."
+    )
+    return [Finding("flush-ruleset-on-boot", path, message, fix)]
+
+
+def read_text(path: str) -> str | None:
+    try:
+        return Path(path).read_text()
+    except OSError:
+        return None
+
+
+def probe_host(
+    host: Host,
+    *,
+    sys_root: str = "/",
+    nftables_conf: str = "/etc/nftables.conf",
+    run: Runner = run_command,
+    state: HostState | None = None,
+) -> list[Finding]:
+    """Findings about this host's sysctls, links, guests, listeners and nftables.conf."""
+    state = state if state is not None else read_state(host, sys_root=sys_root, run=run)
+
+    def sysctl(*parts: str) -> str | None:
+        return read_sysctl(sys_root, *parts)
+
+    return sorted_findings(
+        [
+            *check_forwarding(host, sysctl),
+            *check_links(host, state.links, state.libvirt_networks),
+            *check_neighbours(host, state.neighbours),
+            *check_hairpin(host, state),
+            *check_rp_filter(host, sysctl, state.default_devs),
+            *check_listeners(host, state),
+            *check_nftables_conf(nftables_conf, read_text(nftables_conf)),
+        ]
+    )

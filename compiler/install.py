@@ -31,11 +31,11 @@ import contextlib
 import os
 import re
 import shlex
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from nftfwd.errors import NftfwdError
+from nftfwd.files import write_atomically
 
 UNIT = Path("etc/systemd/system/nftfwd.service")
 MODEL = Path("etc/nftfwd/nftfwd.yaml")
@@ -115,7 +115,7 @@ def apply_install(plan: list[PlannedFile]) -> list[Path]:
             same = False
         if same:
             continue
-        _write_atomically(planned.path, data, planned.mode)
+        write_atomically(planned.path, data, planned.mode)
         changed.append(planned.path)
     return changed
 
@@ -261,19 +261,3 @@ def _systemd_command(argv: list[str]) -> str:
             escaped = '"' + escaped.replace("\\", "\\\\").replace('"', '\\"') + '"'
         words.append(escaped)
     return " ".join(words)
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    """Replace `path` with `data` at `mode` in one rename, creating its directories."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as file:
-            file.write(data)
-            os.fchmod(file.fileno(), mode)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

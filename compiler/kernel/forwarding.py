@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nftfwd.errors import NftfwdError
+from nftfwd.files import write_atomically
 from nftfwd.model import Host
 
 SYSCTL_FILE = Path("etc/sysctl.d/90-nftfwd.conf")
@@ -74,7 +75,5 @@ def enable_forwarding(host: Host, root: Path = Path("/")) -> list[Setting]:
             "# Written by nftfwd load --enable-forwarding.",
             *(f"# {s.why}\n{s.key} = {s.value}" for s in settings),
         ]
-        target = root / SYSCTL_FILE
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text("\n".join(lines) + "\n")
+        write_atomically(root / SYSCTL_FILE, "\n".join(lines) + "\n")
     return changed

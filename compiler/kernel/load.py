@@ -19,11 +19,12 @@ from pathlib import Path
 
 from nftfwd.diffview import format_text
 from nftfwd.errors import NftfwdError
+from nftfwd.files import write_atomically
 from nftfwd.ir import Table
 from nftfwd.kernel.conntrack import forget_flows
 from nftfwd.kernel.libnft import KernelRefused, Nft
 from nftfwd.kernel.live import canonical, live_diff, read_live
-from nftfwd.kernel.state import exclusive_lock, restore_script, state_dir, write_atomically
+from nftfwd.kernel.state import exclusive_lock, restore_script, state_dir
 from nftfwd.model import Host
 from nftfwd.render_json import batch
 

@@ -39,12 +39,6 @@ def exclusive_lock() -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def write_atomically(path: Path, text: str) -> None:
-    partial = path.with_name(path.name + ".partial")
-    partial.write_text(text, encoding="utf-8")
-    os.replace(partial, path)
-
-
 def restore_script(family: str, table: str, listing: str | None) -> str:
     """An nft script that puts `table` back as `listing` shows it (or removes it)."""
     head = f"table {family} {table}\ndelete table {family} {table}\n"

@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import os
 import sys
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal, NoReturn
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -33,14 +34,31 @@ ModelArg = Annotated[
         show_default=False,
     ),
 ]
+
+
+class BuildFormat(StrEnum):
+    nft = "nft"
+    json = "json"
+
+
+class DiffFormat(StrEnum):
+    text = "text"
+    markdown = "markdown"
+
+
 HostOpt = Annotated[
     str | None, typer.Option("--host", help="Host of the model; default: this machine's.")
 ]
 
 
+def _color(stream: object) -> bool:
+    isatty = getattr(stream, "isatty", None)
+    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+
 def _report(message: str) -> None:
     """One clear sentence first; further problems indented below it."""
-    color = sys.stderr.isatty() and "NO_COLOR" not in os.environ
+    color = _color(sys.stderr)
     prefix = "\033[1;31merror:\033[0m " if color else "error: "
     first, *rest = message.splitlines() or [""]
     print(prefix + first, file=sys.stderr)
@@ -67,17 +85,15 @@ def build(
     model: ModelArg = None,
     host: HostOpt = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="nft (a script for nft -f) or json (libnftables).")
-    ] = "nft",
+        BuildFormat,
+        typer.Option("--format", help="nft (a script for nft -f) or json (libnftables)."),
+    ] = BuildFormat.nft,
 ) -> None:
     """Print the whole transaction for one host: same input, same bytes."""
     from nftfwd.compiler import render
 
-    if output_format not in ("nft", "json"):
-        _fail(f"unknown format '{output_format}'; use nft or json.")
     _, _, table = _compiled(model, host)
-    fmt: Literal["nft", "json"] = "json" if output_format == "json" else "nft"
-    sys.stdout.write(render(table, fmt))
+    sys.stdout.write(render(table, output_format.value))
 
 
 @app.command()
@@ -91,11 +107,6 @@ def check(model: ModelArg = None, host: HostOpt = None) -> None:
     print(f"ok: {loaded.source} host {chosen.name}: the kernel accepts table inet {table.name}")
 
 
-def _color(stream: object) -> bool:
-    isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
-
-
 @app.command()
 def diff(
     model: ModelArg = None,
@@ -105,14 +116,12 @@ def diff(
         typer.Option("--from", help="Compare against this older model instead of the host."),
     ] = None,
     output_format: Annotated[
-        str, typer.Option("--format", help="text, or markdown (with --from, for a PR).")
-    ] = "text",
+        DiffFormat, typer.Option("--format", help="text, or markdown (for a pull request).")
+    ] = DiffFormat.text,
 ) -> None:
     """What a load would change (exit 0 none, 1 changes, 2 error)."""
     from nftfwd.diffview import format_markdown, format_text
 
-    if output_format not in ("text", "markdown"):
-        _fail(f"unknown format '{output_format}'; use text or markdown.")
     if old is not None:
         from nftfwd.config import load_model, model_path
         from nftfwd.review import models_diff
@@ -124,7 +133,7 @@ def diff(
 
         _, chosen, table = _compiled(model, host)
         diffs = [live_diff(chosen, table, read_live(Nft(), table), canonical(table))]
-    if output_format == "markdown":
+    if output_format is DiffFormat.markdown:
         sys.stdout.write(format_markdown(diffs))
     else:
         sys.stdout.write("".join(format_text(d, _color(sys.stdout)) for d in diffs))

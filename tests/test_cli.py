@@ -51,7 +51,7 @@ def test_model_is_found_by_env_then_current_directory(
 
 def test_unknown_format_is_an_error() -> None:
     result = run_cli("build", str(HOMELAB), "--format", "xml")
-    assert result.code == 2 and "unknown format 'xml'" in result.stderr
+    assert result.code == 2 and "'xml' is not one of 'nft', 'json'" in result.stderr
 
 
 def test_diff_from_compares_two_models_without_root(tmp_path: Path) -> None:

@@ -85,16 +85,32 @@ class Nft:
         output = self._run("list ruleset", json_output=True, what="listing the ruleset")
         return json.loads(output) if output.strip() else {"nftables": []}
 
+    def list_ruleset_text(self) -> str:
+        """The ruleset as `nft -a list ruleset` prints it: text, with each rule's handle."""
+        self._ctx.set_handle_output(True)
+        try:
+            return self._run("list ruleset", json_output=False, what="listing the ruleset")
+        finally:
+            self._ctx.set_handle_output(False)
+
     def list_table_text(self, family: str, name: str) -> str | None:
         """The kernel's own text of one table, or None when it does not exist."""
         if not self.has_table(family, name):
             return None
         return self._run(f"list table {family} {name}", json_output=False, what="listing")
 
+    def list_table_json(self, family: str, name: str) -> list[dict[str, Any]]:
+        """The objects of one table. Never the whole ruleset: nft 1.0.6 prints another
+        table's `flags owner` (firewalld 2.x sets it) as garbage or not at all."""
+        output = self._run(f"list table {family} {name}", json_output=True, what="listing")
+        try:
+            return list(json.loads(output)["nftables"])
+        except (ValueError, KeyError) as err:
+            raise NftfwdError(
+                f"libnftables listed table {family} {name} as invalid JSON ({err})."
+            ) from None
+
     def has_table(self, family: str, name: str) -> bool:
-        output = self._run("list tables", json_output=True, what="listing the tables")
-        tables = json.loads(output).get("nftables", []) if output.strip() else []
-        return any(
-            t.get("table", {}).get("family") == family and t["table"].get("name") == name
-            for t in tables
-        )
+        # The text listing: the JSON one mangles tables with `flags owner` on nft 1.0.6.
+        output = self._run("list tables", json_output=False, what="listing the tables")
+        return f"table {family} {name}" in output.splitlines()

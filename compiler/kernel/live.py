@@ -25,10 +25,7 @@ def read_live(nft: Nft, table: Table) -> LiveTable:
     text = nft.list_table_text(table.family, table.name)
     if text is None:
         return LiveTable([], None)
-    objects = [
-        o for o in nft.list_ruleset()["nftables"] if _table_of(o) == (table.family, table.name)
-    ]
-    return LiveTable(objects, text)
+    return LiveTable(nft.list_table_json(table.family, table.name), text)
 
 
 def _table_of(obj: dict[str, Any]) -> tuple[str, str] | None:

@@ -198,25 +198,43 @@ def load(
 
 def _warn_findings(chosen: Host, table: str) -> None:
     """What on this host would still defeat the rules just loaded (doctor's findings)."""
-    from nftfwd.doctor.run import diagnose, format_findings, read_live_ruleset
+    from nftfwd.doctor.run import format_findings
+    from nftfwd.kernel.hoststate import examine
 
-    ruleset, text = read_live_ruleset()
-    findings = diagnose(chosen, table, ruleset, ruleset_text=text)
+    try:
+        findings = examine(chosen, table)
+    except NftfwdError as err:  # the load itself succeeded: say so, do not fail it
+        print(
+            f"warning: the rules are loaded, but doctor could not check the host: {err}",
+            file=sys.stderr,
+        )
+        return
     if findings:
         print("warning: the rules are loaded, but on this host:", file=sys.stderr)
         sys.stderr.write(format_findings(findings, _color(sys.stderr)))
 
 
 @app.command()
-def doctor(model: ModelArg = None, host: HostOpt = None) -> None:
+def doctor(
+    model: ModelArg = None,
+    host: HostOpt = None,
+    nftables_conf: Annotated[
+        Path,
+        typer.Option(
+            "--nftables-conf",
+            metavar="PATH",
+            help="The file nftables.service loads at boot, checked for `flush ruleset`.",
+        ),
+    ] = Path("/etc/nftables.conf"),
+) -> None:
     """Why a forward would not work on this host, and the fix (exit 0 healthy, 1 findings)."""
     from nftfwd.config import load_model, model_path, select_host
-    from nftfwd.doctor.run import diagnose, exit_code, format_findings, read_live_ruleset
+    from nftfwd.doctor.run import exit_code, format_findings
+    from nftfwd.kernel.hoststate import examine
 
     loaded = load_model(model_path(model))
     chosen = select_host(loaded, host)
-    ruleset, text = read_live_ruleset()
-    findings = diagnose(chosen, loaded.table, ruleset, ruleset_text=text)
+    findings = examine(chosen, loaded.table, nftables_conf=str(nftables_conf))
     sys.stdout.write(format_findings(findings, _color(sys.stdout)))
     raise typer.Exit(exit_code(findings))
 

@@ -1,5 +1,5 @@
-"""doctor's host probes, on a fake /proc, /etc and /run tree and on iproute2 output
-captured from a real namespace (tests/data/doctor/make_fixtures.sh, host-*)."""
+"""doctor's host readers and checks, on a fake /proc, /etc and /run tree and on iproute2
+output captured from a real namespace (tests/data/doctor/make_fixtures.sh, host-*)."""
 
 from __future__ import annotations
 
@@ -15,23 +15,26 @@ from typing import Any
 import pytest
 
 from nftfwd.doctor.findings import Finding
-from nftfwd.doctor.hostprobe import (
+from nftfwd.doctor.hostchecks import (
     HostState,
     Listener,
-    ProbeError,
     check_forwarding,
     check_hairpin,
+    check_host,
     check_listeners,
     check_nftables_conf,
     check_rp_filter,
-    probe_host,
+)
+from nftfwd.doctor.run import diagnose
+from nftfwd.kernel.hoststate import (
+    ProbeError,
     read_links,
     read_listeners,
+    read_live_ruleset,
     read_neighbours,
     read_state,
     run_command,
 )
-from nftfwd.doctor.run import diagnose, read_live_ruleset
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
 
 DATA = Path(__file__).parent / "data" / "doctor"
@@ -208,26 +211,27 @@ def test_run_command_failures_are_errors_not_tracebacks() -> None:
 
 
 def test_forwarding_sysctls(root: Path) -> None:
-    def sysctl(*parts: str) -> str | None:
-        path = root.joinpath("proc", "sys", *parts)
-        return path.read_text().strip() if path.exists() else None
+    def check(host: Host) -> list[Finding]:
+        return check_forwarding(host, read_state(host, sys_root=str(root), run=fake_run))
 
     host = lab_host(v6=True)
-    found = check_forwarding(host, sysctl)
+    found = check(host)
     assert [f.id for f in found] == ["ipv4-forwarding-off", "ipv6-forwarding-off"]
-    assert commands(found[0]) == [
-        "sysctl -w net.ipv4.ip_forward=1",
-        "printf 'net.ipv4.ip_forward = 1\\n' > /etc/sysctl.d/90-nftfwd-ipv4-forwarding.conf",
+    # nftfwd's own way first; by hand, the same setting in the file it writes
+    assert commands(found[0]) == ["nftfwd load --enable-forwarding"]
+    assert found[0].fix.splitlines()[2:] == [
+        "#   sysctl -w net.ipv4.ip_forward=1",
+        "#   printf 'net.ipv4.ip_forward = 1\\n' >> /etc/sysctl.d/90-nftfwd.conf",
     ]
     # accept_ra=2 first on the SLAAC uplink, so it keeps its address when forwarding starts
-    assert commands(found[1])[:2] == [
-        "sysctl -w net.ipv6.conf.eno1.accept_ra=2",
-        "sysctl -w net.ipv6.conf.all.forwarding=1",
+    assert found[1].fix.splitlines()[2:4] == [
+        "#   sysctl -w net.ipv6.conf.eno1.accept_ra=2",
+        "#   sysctl -w net.ipv6.conf.all.forwarding=1",
     ]
     write(root, "proc/sys/net/ipv4/ip_forward", "1\n")
-    assert [f.id for f in check_forwarding(lab_host(), sysctl)] == []
+    assert [f.id for f in check(lab_host())] == []
     shutil.rmtree(root / "proc/sys/net/ipv6")
-    (f,) = check_forwarding(host, sysctl)
+    (f,) = check(host)
     assert f.message.startswith("IPv6 is disabled on this host")
 
 
@@ -243,18 +247,18 @@ def test_hairpin_mode_only_matters_with_br_netfilter(root: Path) -> None:
 def test_rp_filter_strict_on_an_uplink_without_the_default_route() -> None:
     values = {"all": "1", "eno1": "0", "eno2": "0"}
 
-    def sysctl(*parts: str) -> str | None:
-        return values.get(parts[3])
+    def check() -> list[Finding]:
+        sysctls = {f"net/ipv4/conf/{dev}/rp_filter": value for dev, value in values.items()}
+        return check_rp_filter(lab_host(), HostState({}, default_devs=frozenset({"eno1"}),
+                                                     sysctls=sysctls))  # fmt: skip
 
-    found = check_rp_filter(lab_host(), sysctl, frozenset({"eno1"}))
+    found = check()
     assert ids(found) == [("rp-filter-strict", "uplink eno2")]  # eno3 does not exist
     assert commands(found[0])[0] == "sysctl -w net.ipv4.conf.eno2.rp_filter=2"
     values["all"] = "2"  # loose wins: the effective value is the larger one
-    assert check_rp_filter(lab_host(), sysctl, frozenset({"eno1"})) == []
+    assert check() == []
     values["all"], values["eno2"] = "0", "1"
-    assert ids(check_rp_filter(lab_host(), sysctl, frozenset({"eno1"}))) == [
-        ("rp-filter-strict", "uplink eno2")
-    ]
+    assert ids(check()) == [("rp-filter-strict", "uplink eno2")]
 
 
 @pytest.mark.parametrize(
@@ -311,13 +315,10 @@ def test_no_flush_no_finding(text: str | None) -> None:
 # --- together ------------------------------------------------------------------------------
 
 
-def test_probe_host_reports_everything_in_a_stable_order(root: Path) -> None:
-    found = probe_host(
-        lab_host(),
-        sys_root=str(root),
-        nftables_conf=str(root / "etc/nftables.conf"),
-        run=fake_run,
-    )
+def test_check_host_reports_everything_in_a_stable_order(root: Path) -> None:
+    conf = str(root / "etc/nftables.conf")
+    state = read_state(lab_host(), sys_root=str(root), nftables_conf=conf, run=fake_run)
+    found = check_host(lab_host(), state)
     assert ids(found) == [
         ("ipv4-forwarding-off", "net.ipv4.ip_forward"),
         ("uplink-missing", "uplink eno3"),
@@ -338,12 +339,7 @@ def test_probe_host_reports_everything_in_a_stable_order(root: Path) -> None:
     assert commands(by_id["link-down"]) == ["ip link set dev virbr1 up"]
     assert "answers on eno1, not on virbr0" in by_id["neighbour-elsewhere"].message
     assert "(FAILED)" in by_id["guest-absent"].message
-    assert found == probe_host(
-        lab_host(),
-        sys_root=str(root),
-        nftables_conf=str(root / "etc/nftables.conf"),
-        run=fake_run,
-    )
+    assert found == check_host(lab_host(), state)
 
 
 def test_diagnose_combines_host_and_ruleset(root: Path) -> None:
@@ -356,15 +352,8 @@ def test_diagnose_combines_host_and_ruleset(root: Path) -> None:
         write(root, f"proc/sys/{rel}", value)
     (root / "etc/nftables.conf").unlink()
     conf = str(root / "etc/nftables.conf")
-    found = diagnose(
-        host,
-        "nftfwd",
-        ruleset,
-        sys_root=str(root),
-        nftables_conf=conf,
-        ruleset_text=text,
-        run=fake_run,
-    )
+    state = read_state(host, sys_root=str(root), nftables_conf=conf, run=fake_run)
+    found = diagnose(host, "nftfwd", ruleset, state, ruleset_text=text)
     assert ids(found) == [
         ("foreign-chain-rejects", "table ip filter, chain LIBVIRT_FWI, rule 2 (handle 15)"),
         ("local-listener", "tcp 0.0.0.0:2222"),
@@ -375,12 +364,19 @@ def test_diagnose_combines_host_and_ruleset(root: Path) -> None:
     assert "virsh net-edit default" in found[0].fix
 
 
+LISTING = {"nftables": [{"metainfo": {"version": "1.0.6"}}]}
+
+
+class FakeNft:
+    """Stands in for nftfwd.kernel.libnft.Nft."""
+
+    def list_ruleset_parts(self) -> dict[str, Any]:
+        return LISTING
+
+    def list_ruleset_text(self) -> str:
+        return "table inet x { # handle 1\n}\n"
+
+
 def test_read_live_ruleset_takes_json_and_text() -> None:
-    listing = {"nftables": [{"metainfo": {"version": "1.0.6"}}]}
-
-    def run(argv: Sequence[str]) -> str:
-        return json.dumps(listing) if "-j" in argv else "table inet x { # handle 1\n}\n"
-
-    assert read_live_ruleset(run) == (listing, "table inet x { # handle 1\n}\n")
-    with pytest.raises(ProbeError):
-        read_live_ruleset(lambda argv: "not json")
+    listing, text = read_live_ruleset(FakeNft())  # type: ignore[arg-type]
+    assert (listing, text) == (LISTING, "table inet x { # handle 1\n}\n")

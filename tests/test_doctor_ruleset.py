@@ -19,7 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nftfwd.doctor.findings import Finding
-from nftfwd.doctor.ruleset import analyse_ruleset, rule_texts, xt_conditions
+from nftfwd.doctor.listing import rule_texts, xt_conditions
+from nftfwd.doctor.ruleset import analyse_ruleset
 from nftfwd.doctor.run import exit_code, format_findings
 from nftfwd.errors import NftfwdError
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
@@ -195,6 +196,22 @@ def test_admin_policy_drop_names_the_chain_and_the_rules_to_insert() -> None:
     assert commands(found[0]) == ADMIN_FIX  # make_fixtures.sh runs these for -fixed
     assert "new connections from eno1 to tcp port 2222" in found[0].message
     assert "replies" not in found[0].message  # ct state established,related accept
+
+
+def test_a_table_with_flags_owner_gets_no_nft_commands_it_would_refuse() -> None:
+    """firewalld >= 2.0 owns its table: the kernel refuses nft's changes to it, so the fix
+    names what its owner must add, and nothing to run."""
+    ruleset, listing = fixture("admin-policy-drop")
+    owned = "table inet filter { # handle 1 progname firewalld\n\tflags owner\n"
+    listing = listing.replace("table inet filter { # handle 1\n", owned, 1)
+    (found,) = analyse_ruleset(ruleset, "nftfwd", seed004(), ruleset_text=listing,
+                               addresses=ADDRESSES)  # fmt: skip
+    assert (found.id, found.subject) == ids(analyse("admin-policy-drop"))[0]
+    assert commands(found) == []
+    assert "belongs to the program that made it (flags owner)" in found.fix
+    assert [line.removeprefix("#   ") for line in found.fix.splitlines()[2:]] == [
+        command.removeprefix("nft '").removesuffix("'") for command in ADMIN_FIX
+    ]
 
 
 def test_admin_after_the_fix_is_healthy() -> None:

@@ -1,20 +1,31 @@
 """nftfwd doctor: what on the live host defeats the rules nftfwd loads, and how to fix it.
 
-findings = diagnose(host, table, ruleset, ruleset_text=text)   # nftfwd.doctor.run
+Pure analysis of what nftfwd.kernel.hoststate reads from the host:
+
+findings = examine(host, table)   # nftfwd.kernel.hoststate: read the host, then diagnose
 print(format_findings(findings), end="")
+
+listing.py   the ruleset listing (JSON and text) indexed
+flows.py     the traffic nftfwd's rules let through, as flows
+judge.py     one table's matches judged against one flow (three-valued, tri.py)
+walk.py      a flow through a base chain and its jumps
+ruleset.py   what the walks reach, as findings (analyse_ruleset)
+hostchecks.py  sysctls, links, neighbours, listeners, nftables.conf (check_host)
+run.py       both together (diagnose), exit code and printing
+findings.py  the Finding type and how fixes are written
 """
 
 from nftfwd.doctor.findings import Finding
-from nftfwd.doctor.hostprobe import probe_host
+from nftfwd.doctor.hostchecks import HostState, check_host
 from nftfwd.doctor.ruleset import analyse_ruleset
-from nftfwd.doctor.run import diagnose, exit_code, format_findings, read_live_ruleset
+from nftfwd.doctor.run import diagnose, exit_code, format_findings
 
 __all__ = [
     "Finding",
+    "HostState",
     "analyse_ruleset",
+    "check_host",
     "diagnose",
     "exit_code",
     "format_findings",
-    "probe_host",
-    "read_live_ruleset",
 ]

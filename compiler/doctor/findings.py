@@ -134,6 +134,24 @@ def nft_insert_fix(family: str, table: str, chain: str, specs: Iterable[AcceptSp
     return "\n".join(lines)
 
 
+def owned_table_fix(family: str, table: str, changes: Iterable[str]) -> str:
+    """The kernel refuses every change to a table with `flags owner` (firewalld >= 2.0
+    holds its table so) but its owner's: the changes, as what to make that program do."""
+    lines = [
+        f"# table {family} {table} belongs to the program that made it (flags owner): "
+        "nft cannot change it",
+        "# make that program do this (firewalld: with firewall-cmd, e.g. a policy that "
+        "accepts this traffic from the uplink's zone to the bridge's zone):",
+    ]
+    return "\n".join([*lines, *(f"#   {change}" for change in changes)])
+
+
+def owned_insert_fix(family: str, table: str, chain: str, specs: Iterable[AcceptSpec]) -> str:
+    """nft_insert_fix for a table that only its owner may change."""
+    head = f"insert rule {family} {nft_quote(table)} {nft_quote(chain)}"
+    return owned_table_fix(family, table, [f"{head} {rule}" for rule in _rules(specs, nft_rule)])
+
+
 def iptables_insert_fix(
     family: str, table: str, chain: str, specs: Iterable[AcceptSpec], *, docker: bool = False
 ) -> str:
@@ -175,9 +193,10 @@ def sysctl_key(*parts: str) -> str:
     return "/".join(parts) if any("." in p for p in parts) else ".".join(parts)
 
 
-def sysctl_fix(settings: Iterable[tuple[str, str]], conf: str) -> str:
+def sysctl_fix(settings: Iterable[tuple[str, str]], conf: str, *, append: bool = False) -> str:
+    """Set now with sysctl -w, and at boot in /etc/sysctl.d/CONF (appended to, or written)."""
     pairs = list(settings)
     lines = [f"sysctl -w {key}={value}" for key, value in pairs]
     body = "\\n".join(f"{key} = {value}" for key, value in pairs)
-    lines.append(f"printf '{body}\\n' > /etc/sysctl.d/{conf}")
+    lines.append(f"printf '{body}\\n' {'>>' if append else '>'} /etc/sysctl.d/{conf}")
     return "\n".join(lines)

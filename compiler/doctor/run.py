@@ -1,48 +1,32 @@
-"""doctor as one call: read the host, judge the ruleset, print the findings."""
+"""doctor's verdict: the host checks and the ruleset analysis together, and how findings
+are printed. Pure: the live host is read by nftfwd.kernel.hoststate."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from typing import Any
 
 from nftfwd.doctor.findings import Finding, sorted_findings
-from nftfwd.doctor.hostprobe import ProbeError, Runner, probe_host, read_state, run_command
+from nftfwd.doctor.hostchecks import HostState, check_host
 from nftfwd.doctor.ruleset import analyse_ruleset
 from nftfwd.model import Host
-
-
-def read_live_ruleset(run: Runner = run_command) -> tuple[dict[str, Any], str]:
-    """The kernel's ruleset of this network namespace: `nft -j list ruleset` (parsed) and
-    `nft -a list ruleset` (text, where iptables-nft's xt matches show what they match)."""
-    text = run(["nft", "-j", "list", "ruleset"])
-    try:
-        ruleset = json.loads(text)
-    except ValueError as err:
-        raise ProbeError(f"`nft -j list ruleset` printed no JSON: {err}") from None
-    if not isinstance(ruleset, dict):
-        raise ProbeError("`nft -j list ruleset` printed no ruleset.")
-    return ruleset, run(["nft", "-a", "list", "ruleset"])
 
 
 def diagnose(
     host: Host,
     own_table: str,
     ruleset: dict[str, Any],
+    state: HostState,
     *,
-    sys_root: str = "/",
-    nftables_conf: str = "/etc/nftables.conf",
     ruleset_text: str | None = None,
-    run: Runner = run_command,
 ) -> list[Finding]:
     """Every finding for this host, in a deterministic order (empty: healthy).
 
     ruleset: parsed `nft -j list ruleset`; ruleset_text: `nft -a list ruleset`, optional
-    but needed to judge iptables-nft's xt matches (without it they count as "maybe").
-    sys_root and run let tests stand in for /proc, /etc, /run and iproute2.
+    but needed to judge iptables-nft's xt matches (without it they count as "maybe");
+    state: what was read of the host (nftfwd.kernel.hoststate.read_state).
     """
-    state = read_state(host, sys_root=sys_root, run=run)
-    found = probe_host(host, sys_root=sys_root, nftables_conf=nftables_conf, state=state)
+    found = check_host(host, state)
     found += analyse_ruleset(
         ruleset,
         own_table,

@@ -11,6 +11,7 @@ import io
 
 from nftfwd.errors import NftfwdError
 from nftfwd.kernel.system import log
+from nftfwd.model import Host
 
 
 def reload_for_libvirt(args: list[str]) -> None:
@@ -34,11 +35,8 @@ def reload_for_libvirt(args: list[str]) -> None:
         log(f"libvirt network {network}: unexpected error: {err!r}")
 
 
-def _log_findings(host: object, table: str) -> None:
-    from nftfwd.doctor.run import diagnose, read_live_ruleset
-    from nftfwd.model import Host
+def _log_findings(host: Host, table: str) -> None:
+    from nftfwd.kernel.hoststate import examine
 
-    assert isinstance(host, Host)
-    ruleset, text = read_live_ruleset()
-    for finding in diagnose(host, table, ruleset, ruleset_text=text):
+    for finding in examine(host, table):
         log(f"doctor {finding.id}: {finding.subject}: {finding.message} Fix: {finding.fix}")

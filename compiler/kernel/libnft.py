@@ -85,6 +85,41 @@ class Nft:
         output = self._run("list ruleset", json_output=True, what="listing the ruleset")
         return json.loads(output) if output.strip() else {"nftables": []}
 
+    def list_ruleset_parts(self) -> dict[str, Any]:
+        """Every table, chain, rule, set and map, as `nft -j list ruleset` lists them, but
+        read so that no table object is ever printed as JSON: nft 1.0.6 prints a table's
+        `flags owner` (firewalld 2.x) as garbage or cuts the listing there. Tables come
+        from the text listing, each chain with its rules from its own listing (asked in
+        JSON: names that are keywords need no quoting), sets and maps from theirs."""
+        items: list[Any] = [{"table": {"family": f, "name": n}} for f, n in self.tables()]
+        for chain in self._json_items("list chains"):
+            if "chain" not in chain:
+                continue
+            key = {k: chain["chain"].get(k) for k in ("family", "table", "name")}
+            rc, output, error = self._ctx.json_cmd({"nftables": [{"list": {"chain": key}}]})
+            if rc != 0 or not isinstance(output, dict):
+                self._raise("listing a chain", str(error), json.dumps(key))
+            items += [i for i in output.get("nftables", []) if "chain" in i or "rule" in i]
+        items += self._json_items("list sets") + self._json_items("list maps")
+        return {"nftables": items}
+
+    def tables(self) -> list[tuple[str, str]]:
+        """(family, name) of every table, from the text listing (see list_ruleset_parts)."""
+        output = self._run("list tables", json_output=False, what="listing the tables")
+        words = (line.split() for line in output.splitlines())
+        return [(w[1], w[2].strip('"')) for w in words if len(w) == 3 and w[0] == "table"]
+
+    def _json_items(self, command: str) -> list[dict[str, Any]]:
+        """The objects a listing without table objects prints (list chains, sets, maps)."""
+        output = self._run(command, json_output=True, what="listing the ruleset")
+        try:
+            items = json.loads(output)["nftables"] if output.strip() else []
+        except (ValueError, KeyError, TypeError) as err:
+            raise NftfwdError(
+                f"libnftables printed invalid JSON for `{command}` ({err})."
+            ) from None
+        return [i for i in items if isinstance(i, dict) and "metainfo" not in i]
+
     def list_ruleset_text(self) -> str:
         """The ruleset as `nft -a list ruleset` prints it: text, with each rule's handle."""
         self._ctx.set_handle_output(True)

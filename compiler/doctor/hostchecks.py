@@ -1,42 +1,20 @@
-"""Reading the live host (its current network namespace): sysctls, links, neighbours,
-listeners, /etc/nftables.conf. Every check is a small function of what was read, so
-tests give it a fake tree (sys_root) and fake command output (run)."""
+"""What doctor concludes from the live host's state: sysctls, links, neighbours,
+listeners, /etc/nftables.conf. Pure: every check is a function of a HostState, which
+nftfwd.kernel.hoststate reads from the host (tests build one by hand or from fixtures)."""
 
 from __future__ import annotations
 
-import json
 import re
-import subprocess
-import xml.etree.ElementTree as ET
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from ipaddress import IPv4Address, IPv6Address, ip_address
-from pathlib import Path
-from typing import Any
 
 from nftfwd.doctor.findings import Finding, sorted_findings, sysctl_fix, sysctl_key
-from nftfwd.errors import NftfwdError
+from nftfwd.kernel.forwarding import SYSCTL_FILE
 from nftfwd.model import Bridge, Family, Forward, Guest, Host, IPAddress
 
-Runner = Callable[[Sequence[str]], str]
-Sysctl = Callable[..., str | None]
+NFTABLES_CONF = "/etc/nftables.conf"
 USABLE = {"REACHABLE", "STALE", "DELAY", "PROBE", "PERMANENT", "NOARP"}
 UNANSWERED = {"FAILED", "INCOMPLETE"}
-
-
-class ProbeError(NftfwdError):
-    """A command doctor needs could not be run."""
-
-
-def run_command(argv: Sequence[str]) -> str:
-    """Runs a read-only command and returns its output."""
-    try:
-        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise ProbeError(f"cannot run `{' '.join(argv)}`: {err}") from None
-    if done.returncode != 0:
-        raise ProbeError(f"`{' '.join(argv)}` failed: {done.stderr.strip()}")
-    return done.stdout
 
 
 @dataclass(frozen=True)
@@ -73,7 +51,7 @@ class Listener:
 
 @dataclass(frozen=True)
 class HostState:
-    """Everything doctor reads from the live host."""
+    """Everything doctor reads from the live host (its current network namespace)."""
 
     links: Mapping[str, Link]
     neighbours: tuple[Neighbour, ...] = ()
@@ -82,167 +60,25 @@ class HostState:
     listeners: tuple[Listener, ...] = ()
     bridged: tuple[Family, ...] = ()  # br_netfilter passes bridged traffic to iptables/nft
     libvirt_networks: Mapping[str, str] = field(default_factory=dict)  # bridge -> network
+    sysctls: Mapping[str, str | None] = field(default_factory=dict)  # net/ipv4/ip_forward -> 1
+    nftables_conf: str = NFTABLES_CONF
+    nftables_conf_text: str | None = None  # None: the file does not exist
+
+    def sysctl(self, *parts: str) -> str | None:
+        """A sysctl's value as read (None: absent, or not read)."""
+        return self.sysctls.get("/".join(parts))
 
 
-# --- reading ----------------------------------------------------------------------------
+def wanted_sysctls(host: Host) -> tuple[str, ...]:
+    """The sysctls (as paths under /proc/sys) that the checks of this host read."""
+    keys = ["net/ipv4/ip_forward", "net/ipv6/conf/all/forwarding", "net/ipv4/conf/all/rp_filter"]
+    for up in host.uplinks:
+        keys += [f"net/ipv6/conf/{up}/accept_ra", f"net/ipv4/conf/{up}/rp_filter"]
+    return tuple(keys)
 
-
-def _json_list(text: str) -> list[Any]:
-    try:
-        data = json.loads(text or "[]")
-    except ValueError as err:
-        raise ProbeError(f"unexpected output from iproute2: {err}") from None
-    return [d for d in data if isinstance(d, dict)] if isinstance(data, list) else []
-
-
-def read_links(run: Runner) -> dict[str, Link]:
-    links: dict[str, Link] = {}
-    for item in _json_list(run(["ip", "-d", "-j", "addr", "show"])):
-        info = item.get("linkinfo") or {}
-        slave = info.get("info_slave_data") or {}
-        addrs = tuple(
-            ip_address(a["local"])
-            for a in item.get("addr_info", [])
-            if isinstance(a.get("local"), str)
-        )
-        name = str(item.get("ifname", ""))
-        links[name] = Link(
-            name,
-            "UP" in item.get("flags", []),
-            str(info.get("info_kind", "")),
-            item.get("master"),
-            slave.get("hairpin") if info.get("info_slave_kind") == "bridge" else None,
-            addrs,
-        )
-    return links
-
-
-def read_neighbours(run: Runner) -> tuple[Neighbour, ...]:
-    out = []
-    for item in _json_list(run(["ip", "-j", "neigh", "show"])):
-        try:
-            address = ip_address(item.get("dst", ""))
-        except ValueError:
-            continue
-        states = tuple(str(s) for s in item.get("state", []))
-        out.append(Neighbour(address, str(item.get("dev", "")), item.get("lladdr"), states))
-    return tuple(out)
-
-
-def read_fdb(run: Runner, bridge: str) -> dict[str, str]:
-    """mac -> bridge port, for the addresses the bridge has learnt or was given."""
-    try:
-        items = _json_list(run(["bridge", "-j", "fdb", "show", "br", bridge]))
-    except ProbeError:
-        return {}  # no bridge tool, or not a bridge: the guests' ports stay unknown
-    return {
-        str(i["mac"]).lower(): str(i.get("ifname"))
-        for i in items
-        if "self" not in i.get("flags", []) and i.get("master") == bridge and "mac" in i
-    }
-
-
-def read_default_devs(run: Runner) -> frozenset[str]:
-    devs: set[str] = set()
-    for argv in (
-        ["ip", "-4", "-j", "route", "show", "default"],
-        ["ip", "-6", "-j", "route", "show", "default"],
-    ):
-        for route in _json_list(run(argv)):
-            hops = route.get("nexthops") or [route]
-            devs.update(str(h["dev"]) for h in hops if isinstance(h, dict) and "dev" in h)
-    return frozenset(devs)
-
-
-def read_sysctl(sys_root: str, *parts: str) -> str | None:
-    try:
-        return Path(sys_root, "proc", "sys", *parts).read_text().strip()
-    except OSError:
-        return None
-
-
-def _proc_address(text: str) -> IPAddress:
-    raw = bytes.fromhex(text)
-    if len(raw) == 4:
-        return IPv4Address(raw[::-1])
-    return IPv6Address(b"".join(raw[i : i + 4][::-1] for i in range(0, 16, 4)))
-
-
-def read_listeners(sys_root: str) -> tuple[Listener, ...]:
-    """Listening TCP and bound unconnected UDP sockets, from /proc/net/{tcp,udp}{,6}."""
-    out: list[Listener] = []
-    for name in ("tcp", "tcp6", "udp", "udp6"):
-        proto = name[:3]
-        try:
-            lines = Path(sys_root, "proc", "net", name).read_text().splitlines()[1:]
-        except OSError:
-            continue
-        for line in lines:
-            fields = line.split()
-            if len(fields) < 4 or fields[3] != ("0A" if proto == "tcp" else "07"):
-                continue
-            if proto == "udp" and fields[2].split(":")[1] != "0000":
-                continue  # a connected UDP socket
-            addr, _, port = fields[1].partition(":")
-            try:
-                out.append(Listener(proto, _proc_address(addr), int(port, 16)))
-            except ValueError:
-                continue
-    return tuple(dict.fromkeys(out))
-
-
-def read_libvirt_networks(sys_root: str) -> dict[str, str]:
-    """bridge -> libvirt network name, from libvirt's running and persistent network XML."""
-    out: dict[str, str] = {}
-    for folder in ("etc/libvirt/qemu/networks", "run/libvirt/network"):
-        for path in sorted(Path(sys_root, folder).glob("*.xml")):
-            try:
-                root = ET.parse(path).getroot()
-            except (OSError, ET.ParseError):
-                continue
-            net = root if root.tag == "network" else root.find("network")
-            bridge = net.find("bridge") if net is not None else None
-            name = net.findtext("name") if net is not None else None
-            if bridge is not None and bridge.get("name") and name:
-                out[str(bridge.get("name"))] = name.strip()
-    return out
-
-
-def bridge_nf_families(sys_root: str) -> tuple[Family, ...]:
-    """Families whose bridged traffic br_netfilter passes through the ip/ip6 hooks."""
-    calls: tuple[tuple[Family, str], ...] = (
-        ("ip", "bridge-nf-call-iptables"),
-        ("ip6", "bridge-nf-call-ip6tables"),
-    )
-    return tuple(f for f, name in calls if read_sysctl(sys_root, "net", "bridge", name) == "1")
-
-
-def read_state(host: Host, *, sys_root: str = "/", run: Runner = run_command) -> HostState:
-    links = read_links(run)
-    bridged = bridge_nf_families(sys_root)
-    fdb = {
-        b.name: read_fdb(run, b.name)
-        for b in host.bridges
-        if host.hairpin
-        and bridged
-        and links.get(b.name, Link("", False, "", None, None)).kind == "bridge"
-    }
-    return HostState(
-        links,
-        read_neighbours(run),
-        fdb,
-        read_default_devs(run),
-        read_listeners(sys_root),
-        bridged,
-        read_libvirt_networks(sys_root),
-    )
-
-
-# --- checks: pure functions of what was read ------------------------------------------
 
 _FLUSH = re.compile(r"^\s*flush\s+ruleset\b")
 _TABLE = re.compile(r"^\s*table\s+(ip|ip6|inet|arp|bridge|netdev)\s+([A-Za-z][\w.-]*)", re.M)
-_OR_LOAD = "\n# or: nftfwd load --enable-forwarding"
 _NO_BRNF = "sysctl -w net.bridge.bridge-nf-call-iptables=0"
 
 
@@ -254,22 +90,29 @@ def _guests(host: Host) -> Iterator[tuple[Bridge, Guest, IPAddress]]:
                     yield bridge, guest, address
 
 
-def check_forwarding(host: Host, sysctl: Sysctl) -> list[Finding]:
+def _forwarding_fix(settings: list[tuple[str, str]]) -> str:
+    """nftfwd's own way first; by hand, the same settings in the file it writes."""
+    manual = sysctl_fix(settings, SYSCTL_FILE.name, append=True)
+    lines = [f"#   {line}" for line in manual.splitlines()]
+    return "\n".join(["nftfwd load --enable-forwarding", "# or by hand, now and at boot:", *lines])
+
+
+def check_forwarding(host: Host, state: HostState) -> list[Finding]:
     out = []
-    value = sysctl("net", "ipv4", "ip_forward")
+    value = state.sysctl("net", "ipv4", "ip_forward")
     if host.subnets_in("ip") and value != "1":
         message = (
             f"IPv4 forwarding is off (net.ipv4.ip_forward = {value}), so the kernel routes "
             "nothing between uplinks and bridges: no forward, outbound or hairpin traffic passes."
         )
-        fix = sysctl_fix([("net.ipv4.ip_forward", "1")], "90-nftfwd-ipv4-forwarding.conf")
-        out.append(Finding("ipv4-forwarding-off", "net.ipv4.ip_forward", message, fix + _OR_LOAD))
-    value6 = sysctl("net", "ipv6", "conf", "all", "forwarding")
+        fix = _forwarding_fix([("net.ipv4.ip_forward", "1")])
+        out.append(Finding("ipv4-forwarding-off", "net.ipv4.ip_forward", message, fix))
+    value6 = state.sysctl("net", "ipv6", "conf", "all", "forwarding")
     if host.subnets_in("ip6") and value6 != "1":
         ra = [
             (sysctl_key("net", "ipv6", "conf", up, "accept_ra"), "2")
             for up in host.uplinks
-            if sysctl("net", "ipv6", "conf", up, "accept_ra") == "1"
+            if state.sysctl("net", "ipv6", "conf", up, "accept_ra") == "1"
         ]
         why = "IPv6 is disabled on this host" if value6 is None else "IPv6 forwarding is off"
         keep = " (accept_ra = 2 keeps the uplinks' SLAAC working with forwarding on)" if ra else ""
@@ -277,8 +120,7 @@ def check_forwarding(host: Host, sysctl: Sysctl) -> list[Finding]:
             f"{why} (net.ipv6.conf.all.forwarding = {value6}), so no IPv6 traffic passes "
             f"between uplinks and bridges{keep}."
         )
-        settings = [*ra, ("net.ipv6.conf.all.forwarding", "1")]
-        fix = sysctl_fix(settings, "90-nftfwd-ipv6-forwarding.conf") + _OR_LOAD
+        fix = _forwarding_fix([*ra, ("net.ipv6.conf.all.forwarding", "1")])
         out.append(Finding("ipv6-forwarding-off", "net.ipv6.conf.all.forwarding", message, fix))
     return out
 
@@ -388,20 +230,20 @@ def check_hairpin(host: Host, state: HostState) -> list[Finding]:
     return out
 
 
-def check_rp_filter(host: Host, sysctl: Sysctl, default_devs: frozenset[str]) -> list[Finding]:
+def check_rp_filter(host: Host, state: HostState) -> list[Finding]:
     """Strict rp_filter on an uplink without the default route drops clients whose route
     back leaves through another interface (the effective value is max(all, device))."""
     if not any(g.forwards and g.address for b in host.bridges for g in b.guests):
         return []
 
     def value(dev: str) -> int | None:
-        raw = sysctl("net", "ipv4", "conf", dev, "rp_filter")
+        raw = state.sysctl("net", "ipv4", "conf", dev, "rp_filter")
         return int(raw) if raw is not None and raw.isdigit() else None
 
     out = []
     for up in host.uplinks:
         own = value(up)  # None: no such interface, reported as missing elsewhere
-        if up in default_devs or own is None or max(value("all") or 0, own) != 1:
+        if up in state.default_devs or own is None or max(value("all") or 0, own) != 1:
             continue
         message = (
             f"Strict reverse-path filtering (rp_filter = 1) on uplink {up}, which has no default "
@@ -471,35 +313,16 @@ def check_nftables_conf(path: str, text: str | None) -> list[Finding]:
     return [Finding("flush-ruleset-on-boot", path, message, fix)]
 
 
-def read_text(path: str) -> str | None:
-    try:
-        return Path(path).read_text()
-    except OSError:
-        return None
-
-
-def probe_host(
-    host: Host,
-    *,
-    sys_root: str = "/",
-    nftables_conf: str = "/etc/nftables.conf",
-    run: Runner = run_command,
-    state: HostState | None = None,
-) -> list[Finding]:
+def check_host(host: Host, state: HostState) -> list[Finding]:
     """Findings about this host's sysctls, links, guests, listeners and nftables.conf."""
-    state = state if state is not None else read_state(host, sys_root=sys_root, run=run)
-
-    def sysctl(*parts: str) -> str | None:
-        return read_sysctl(sys_root, *parts)
-
     return sorted_findings(
         [
-            *check_forwarding(host, sysctl),
+            *check_forwarding(host, state),
             *check_links(host, state.links, state.libvirt_networks),
             *check_neighbours(host, state.neighbours),
             *check_hairpin(host, state),
-            *check_rp_filter(host, sysctl, state.default_devs),
+            *check_rp_filter(host, state),
             *check_listeners(host, state),
-            *check_nftables_conf(nftables_conf, read_text(nftables_conf)),
+            *check_nftables_conf(state.nftables_conf, state.nftables_conf_text),
         ]
     )

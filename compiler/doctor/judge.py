@@ -1,0 +1,246 @@
+"""Judging one table's matches against one packet view (a flow as a base chain sees it):
+each match holds for all of the flow's packets, none, or maybe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from ipaddress import ip_address, ip_network, summarize_address_range
+from itertools import product
+from typing import Any
+
+from nftfwd.doctor.flows import HOST_ADDRESS, Addr, Packet
+from nftfwd.doctor.listing import L4, Json, Ruleset
+from nftfwd.doctor.tri import Tri, t_and, t_any, t_every, t_not
+from nftfwd.model import IPNetwork, PortRange
+
+MAX_ATOMS = 4096  # a concatenation with more combinations of values is judged "maybe"
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 58: "ipv6-icmp", 132: "sctp"}
+
+
+Test = Callable[[Any, Json], Tri]
+Dep = Callable[[Any], Tri]
+
+
+def _always(_: Any) -> Tri:
+    return Tri.YES
+
+
+def _unknown(_: Any, __: Json) -> Tri:
+    return Tri.MAYBE
+
+
+def _equal(atom: Any, elem: Json) -> Tri:
+    return Tri.YES if atom == elem else Tri.NO
+
+
+def _ifname(atom: str, elem: Json) -> Tri:
+    if not isinstance(elem, str):
+        return Tri.MAYBE  # iif/oif of an interface that no longer exists: an index
+    if elem.endswith("*") and not elem.endswith("\\*"):
+        return Tri.YES if atom.startswith(elem[:-1]) else Tri.NO
+    return Tri.YES if atom == elem.replace("\\*", "*") else Tri.NO
+
+
+def _nets(elem: Json) -> list[IPNetwork] | None:
+    try:
+        if isinstance(elem, str):
+            return [ip_network(elem, strict=False)]
+        if isinstance(elem, dict) and isinstance(elem.get("prefix"), dict):
+            p = elem["prefix"]
+            return [ip_network(f"{p['addr']}/{p['len']}", strict=False)]
+        if isinstance(elem, dict) and isinstance(elem.get("range"), list):
+            first, last = (ip_address(v) for v in elem["range"])
+            return list(summarize_address_range(first, last))
+    except (ValueError, TypeError, KeyError):
+        return None
+    return None
+
+
+def _address(version: int) -> Test:
+    def test(atom: Addr, elem: Json) -> Tri:
+        found = _nets(elem)
+        if found is None:
+            return Tri.MAYBE
+        nets = [n for n in found if n.version == version]
+        if isinstance(atom, str):  # ANYWHERE or HOST_ADDRESS
+            if any(n.prefixlen == 0 for n in nets):
+                return Tri.YES
+            usable = [n for n in nets if not (n.is_loopback or n.is_link_local)]
+            return Tri.MAYBE if atom == HOST_ADDRESS and usable else Tri.NO
+        if atom.version != version:
+            return Tri.NO
+        return t_any(
+            Tri.YES if atom.subnet_of(n) else Tri.MAYBE if atom.overlaps(n) else Tri.NO  # type: ignore[arg-type]
+            for n in nets
+        )
+
+    return test
+
+
+def _port_range(elem: Json) -> tuple[int, int] | None:
+    if isinstance(elem, int) and not isinstance(elem, bool):
+        return elem, elem
+    if isinstance(elem, str) and elem.isdigit():
+        return int(elem), int(elem)
+    if isinstance(elem, dict) and isinstance(elem.get("range"), list) and len(elem["range"]) == 2:
+        bounds = [_port_range(v) for v in elem["range"]]
+        if bounds[0] is not None and bounds[1] is not None:
+            return bounds[0][0], bounds[1][1]
+    return None
+
+
+def _port(atom: tuple[str | None, PortRange | None], elem: Json) -> Tri:
+    bounds, rng = _port_range(elem), atom[1]
+    if bounds is None:
+        return Tri.MAYBE
+    if rng is None:  # an arbitrary port: only a match on every port covers it
+        return Tri.YES if bounds == (0, 65535) else Tri.NO
+    if bounds[0] <= rng.first and rng.last <= bounds[1]:
+        return Tri.YES
+    return Tri.NO if rng.last < bounds[0] or bounds[1] < rng.first else Tri.MAYBE
+
+
+def _proto(atom: str | None, elem: Json) -> Tri:
+    if atom is None:
+        return Tri.NO  # arbitrary traffic is not one particular protocol
+    name = PROTO_NAMES.get(elem, str(elem)) if isinstance(elem, int) else str(elem)
+    return Tri.YES if {"icmpv6": "ipv6-icmp"}.get(name, name) == atom else Tri.NO
+
+
+def _fib_type(atom: Tri, elem: Json) -> Tri:
+    if elem == "local":
+        return atom
+    return Tri.NO if atom is Tri.YES else Tri.MAYBE
+
+
+def _ct_status(atom: Tri, elem: Json) -> Tri:
+    return atom if elem == "dnat" else Tri.MAYBE
+
+
+class Judge:
+    """Judges the matches of one table's rules against one packet view."""
+
+    def __init__(self, rs: Ruleset, family: str, table: str, pkt: Packet) -> None:
+        self.rs, self.family, self.table, self.pkt = rs, family, table, pkt
+
+    def elements(self, right: Json) -> list[Json] | None:
+        if isinstance(right, str) and right.startswith("@"):
+            found = self.rs.sets.get((self.family, self.table, right[1:]))
+            items: list[Json] | None = found
+        elif isinstance(right, dict) and "set" in right:
+            items = right["set"] if isinstance(right["set"], list) else [right["set"]]
+        else:
+            items = right if isinstance(right, list) else [right]
+        if items is None:
+            return None
+        out = []
+        for item in items:
+            if isinstance(item, list) and len(item) == 2:  # a map's [key, data]
+                item = item[0]
+            if isinstance(item, dict) and isinstance(item.get("elem"), dict):
+                item = item["elem"].get("val")
+            out.append(item)
+        return out
+
+    def attribute(self, left: Json) -> tuple[list[Any], Test, Dep] | None:
+        """The packet's possible values for an expression, how to test one against an
+        element, and whether the expression exists for it (tcp dport needs tcp)."""
+        pkt = self.pkt
+        if not isinstance(left, dict) or len(left) != 1:
+            return None
+        kind, val = next(iter(left.items()))
+        protos: list[str | None] = list(pkt.protos) if pkt.protos is not None else [None]
+        if kind == "meta" and isinstance(val, dict):
+            key = val.get("key")
+            if key in ("iifname", "iif", "oifname", "oif"):
+                return list(pkt.iif if key in ("iifname", "iif") else pkt.oif), _ifname, _always
+            if key == "l4proto":
+                return protos, _proto, _always
+            if key in ("nfproto", "protocol"):
+                names = {"nfproto": {"ip": "ipv4", "ip6": "ipv6"}, "protocol": {}}[key]
+                return [names.get(pkt.family, pkt.family)], _equal, _always
+            return None
+        if kind == "payload" and isinstance(val, dict):
+            proto, fld = val.get("protocol"), val.get("field")
+            if proto in ("ip", "ip6"):
+                same = Tri.YES if proto == pkt.family else Tri.NO
+
+                def fam_dep(_: Any) -> Tri:
+                    return same
+
+                if fld in ("saddr", "daddr"):
+                    addrs = pkt.saddr if fld == "saddr" else pkt.daddr
+                    return list(addrs), _address(4 if proto == "ip" else 6), fam_dep
+                if fld in ("protocol", "nexthdr"):
+                    return protos, _proto, fam_dep
+                return [None], _unknown, fam_dep
+            allowed = L4 if proto == "th" else {proto} if proto in L4 else None
+            if allowed is None:
+                allowed = (
+                    {"icmp"} if proto == "icmp" else {"ipv6-icmp"} if proto == "icmpv6" else None
+                )
+                if allowed is None:
+                    return None
+
+            def l4_dep(atom: Any) -> Tri:
+                return Tri.YES if atom[0] in allowed else Tri.NO
+
+            ports = (
+                (pkt.sport if fld == "sport" else pkt.dport) if fld in ("sport", "dport") else None
+            )
+            atoms = list(product(protos, ports if ports is not None else [None]))
+            return atoms, (_port if fld in ("sport", "dport") else _unknown), l4_dep
+        if kind == "ct" and isinstance(val, dict) and set(val) == {"key"}:
+            key = val["key"]
+            if key in ("state", "direction"):
+                return [pkt.state if key == "state" else pkt.direction], _equal, _always
+            if key == "status":
+                return [pkt.dnat], _ct_status, _always
+            return None
+        if kind == "fib" and isinstance(val, dict):
+            if val.get("result") == "type" and val.get("flags") == ["daddr"]:
+                return [pkt.local], _fib_type, _always
+            return None
+        if kind == "concat" and isinstance(val, list):
+            return self._concat(val)
+        return None
+
+    def _concat(self, parts: list[Json]) -> tuple[list[Any], Test, Dep] | None:
+        subs = [self.attribute(p) for p in parts]
+        if any(s is None for s in subs):
+            return None
+        known = [s for s in subs if s is not None]
+        size = 1
+        for atoms, _, _ in known:
+            size *= len(atoms)
+        if size > MAX_ATOMS:
+            return None
+
+        def test(atom: tuple[Any, ...], elem: Json) -> Tri:
+            values = elem.get("concat") if isinstance(elem, dict) else None
+            if not isinstance(values, list) or len(values) != len(known):
+                return Tri.MAYBE
+            return t_and(*(s[1](a, v) for s, a, v in zip(known, atom, values, strict=True)))
+
+        def dep(atom: tuple[Any, ...]) -> Tri:
+            return t_and(*(s[2](a) for s, a in zip(known, atom, strict=True)))
+
+        return list(product(*(s[0] for s in known))), test, dep
+
+    def match(self, m: Json) -> Tri:
+        if not isinstance(m, dict):
+            return Tri.MAYBE
+        op, attr = m.get("op", "=="), self.attribute(m.get("left"))
+        elems = self.elements(m.get("right"))
+        if attr is None or op not in ("==", "in", "!="):
+            return Tri.MAYBE
+        atoms, test, dep = attr
+        results = []
+        for atom in atoms:
+            exists = dep(atom)
+            if exists is Tri.NO:  # tcp dport on a udp packet: neither == nor != matches
+                results.append(Tri.NO)
+                continue
+            found = Tri.MAYBE if elems is None else t_any(test(atom, e) for e in elems)
+            results.append(t_and(exists, t_not(found) if op == "!=" else found))
+        return t_every(results)

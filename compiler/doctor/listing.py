@@ -1,0 +1,253 @@
+"""The kernel's ruleset as doctor reads it: `nft -j list ruleset` indexed into tables,
+base chains with their rules in order, and sets; and the text listing with handles
+(`nft -a list ruleset`), the only place where iptables-nft's `xt` matches show what they
+match (the JSON says `{"xt": {"type": "match", "name": "conntrack"}}` and nothing more).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from nftfwd.errors import NftfwdError
+
+Json = Any
+L4 = {"tcp", "udp", "sctp", "dccp", "udplite"}
+
+
+# --- the ruleset ----------------------------------------------------------------------
+
+
+@dataclass
+class Rule:
+    index: int
+    handle: int | None
+    expr: list[Json]
+    text: str
+
+
+@dataclass
+class Chain:
+    family: str
+    table: str
+    name: str
+    type: str
+    hook: str | None
+    prio: int
+    policy: str
+    rules: list[Rule] = field(default_factory=list)
+
+    @property
+    def where(self) -> str:
+        return f"table {self.family} {self.table}, chain {self.name}"
+
+
+@dataclass
+class Ruleset:
+    tables: set[tuple[str, str]]
+    chains: dict[tuple[str, str, str], Chain]
+    sets: dict[tuple[str, str, str], list[Json]]
+    owned: set[tuple[str, str]] = field(default_factory=set)  # `flags owner` (text only)
+
+
+def _int(value: Json, default: int) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else default
+
+
+def index_ruleset(ruleset: Json, text: str | None = None) -> Ruleset:
+    """Tables, chains with their rules in order, and sets/maps of `nft -j list ruleset`."""
+    items = ruleset.get("nftables") if isinstance(ruleset, dict) else None
+    if not isinstance(items, list):
+        raise NftfwdError("the ruleset is not the output of `nft -j list ruleset`.")
+    texts = rule_texts(text or "")
+    rs = Ruleset(set(), {}, {}, owned_tables(text or ""))
+    for item in items:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        kind, obj = next(iter(item.items()))
+        if not isinstance(obj, dict):
+            continue
+        fam, table = str(obj.get("family", "")), str(obj.get("table", obj.get("name", "")))
+        if kind == "table":
+            rs.tables.add((fam, table))
+        elif kind == "chain":
+            key = (fam, table, str(obj.get("name", "")))
+            chain = rs.chains.setdefault(key, Chain(*key, "", None, 0, "accept"))
+            chain.type, chain.hook = str(obj.get("type", "")), obj.get("hook")
+            chain.prio, chain.policy = _int(obj.get("prio"), 0), str(obj.get("policy", "accept"))
+        elif kind == "rule":
+            key = (fam, table, str(obj.get("chain", "")))
+            chain = rs.chains.setdefault(key, Chain(*key, "", None, 0, "accept"))
+            handle = obj.get("handle") if isinstance(obj.get("handle"), int) else None
+            raw = obj.get("expr")
+            expr: list[Json] = raw if isinstance(raw, list) else []
+            shown = texts.get((*key, handle)) if handle is not None else None
+            chain.rules.append(Rule(len(chain.rules) + 1, handle, expr, shown or render(expr)))
+        elif kind in ("set", "map"):
+            elems = obj.get("elem", [])
+            rs.sets[(fam, table, str(obj.get("name", "")))] = (
+                elems if isinstance(elems, list) else []
+            )
+    return rs
+
+
+# --- the text listing: rules as nft shows them, and what xt matches translate to ------
+
+_HANDLE = re.compile(r"\s*# handle (\d+)\s*$")
+# an anonymous counter, with its values (`nft -a`) or without (a stateless listing)
+_COUNTER = re.compile(r"\bcounter(?: packets \d+ bytes \d+)?(?= |$)(?! name\b)")
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|!=|[{},]|[^\s{},]+')
+
+
+def rule_texts(text: str) -> dict[tuple[str, str, str, int | None], str]:
+    """(family, table, chain, handle) -> the rule as `nft -a list ruleset` prints it."""
+    out: dict[tuple[str, str, str, int | None], str] = {}
+    depth, family, table, chain = 0, "", "", ""
+    for raw in text.splitlines():
+        found = _HANDLE.search(raw)
+        code = raw[: found.start()] if found else raw.split("#", 1)[0]
+        words = code.split()
+        if depth == 0 and len(words) >= 3 and words[0] == "table":
+            family, table = words[1], words[2].strip('"')
+        elif depth == 1 and len(words) >= 2 and words[0] == "chain":
+            chain = words[1].strip('"')
+        elif depth == 2 and chain and found and words and words[0] not in ("type", "policy"):
+            body = _COUNTER.sub("", code)
+            out[(family, table, chain, int(found.group(1)))] = " ".join(body.split())
+        depth += code.count("{") - code.count("}")
+        chain = chain if depth >= 2 else ""
+    return out
+
+
+def owned_tables(text: str) -> set[tuple[str, str]]:
+    """Tables with `flags owner` (firewalld >= 2.0 holds its table so): only the program
+    that made one may change it. The JSON listing of nft 1.0.6 garbles these flags."""
+    out: set[tuple[str, str]] = set()
+    depth, family, table = 0, "", ""
+    for raw in text.splitlines():
+        code = raw.split("#", 1)[0]
+        words = code.split()
+        if depth == 0 and len(words) >= 3 and words[0] == "table":
+            family, table = words[1], words[2].strip('"')
+        elif depth == 1 and words[:1] == ["flags"] and "owner" in "".join(words[1:]).split(","):
+            out.add((family, table))
+        depth += code.count("{") - code.count("}")
+    return out
+
+
+def _value(tokens: list[str], i: int) -> tuple[Json, int]:
+    """One value (with commas: a list; in braces: a set) starting at tokens[i]."""
+    items: list[Json] = []
+    if i < len(tokens) and tokens[i] == "{":
+        i += 1
+        while i < len(tokens) and tokens[i] != "}":
+            if tokens[i] != ",":
+                items.append(_atom(tokens[i]))
+            i += 1
+        return {"set": items}, i + 1
+    while i < len(tokens):
+        items.append(_atom(tokens[i]))
+        if i + 2 < len(tokens) and tokens[i + 1] == ",":
+            i += 2
+            continue
+        return (items[0] if len(items) == 1 else {"set": items}), i + 1
+    return None, i
+
+
+def _atom(token: str) -> Json:
+    if token.isdigit():
+        return int(token)
+    first, dash, last = token.partition("-")
+    if dash and first.isdigit() and last.isdigit():
+        return {"range": [int(first), int(last)]}
+    return token.strip('"')
+
+
+def xt_conditions(name: str, text: str) -> list[Json] | None:
+    """What an xt match of this name tests, as native matches read from the rule's text.
+
+    None: the text does not say (nft without xtables translation, or a match this
+    reader does not know); the match is then judged "maybe".
+    """
+    if name == "comment":
+        return []
+    if f"xt match {name}" in text or f'xt match "{name}"' in text:
+        return None
+    tokens = _TOKEN.findall(text)
+    conds: list[Json] = []
+    i = 0
+    while i < len(tokens):
+        tok, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else ""
+        if name in ("conntrack", "state") and tok == "ct":
+            if nxt not in ("state", "status", "direction"):
+                return None
+            left: Json = {"ct": {"key": nxt}}
+            i += 2
+        elif name == "addrtype" and tok == "fib":
+            flags: list[str] = []
+            i += 1
+            while i < len(tokens) and tokens[i] != "type":
+                flags.append(tokens[i])
+                i += 1
+            left = {"fib": {"result": "type", "flags": flags}}
+            i += 1
+        elif name == "multiport" and (tok in L4 or tok == "th") and nxt in ("sport", "dport"):
+            left = {"payload": {"protocol": tok, "field": nxt}}
+            i += 2
+        else:
+            i += 1
+            continue
+        op = "=="
+        if i < len(tokens) and tokens[i] in ("!=", "!", "=="):
+            op = "!=" if tokens[i] != "==" else "=="
+            i += 1
+        right, i = _value(tokens, i)
+        conds.append({"match": {"op": op, "left": left, "right": right}})
+    return conds or None
+
+
+def render(expr: list[Json]) -> str:
+    """A short nft-like rendering of a rule's expressions (when no text listing is given)."""
+    words: list[str] = []
+    for item in expr:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        key, val = next(iter(item.items()))
+        if key == "counter":
+            continue
+        if key == "match" and isinstance(val, dict):
+            op = "" if val.get("op") in ("==", "in", None) else f"{val.get('op')} "
+            left = _render_value(val.get("left"))
+            quote = left in ("iifname", "oifname", "iif", "oif")
+            words.append(f"{left} {op}{_render_value(val.get('right'), quote)}")
+        elif key == "xt" and isinstance(val, dict):
+            words.append(f"xt {val.get('type')} {val.get('name')}")
+        elif key in ("jump", "goto") and isinstance(val, dict):
+            words.append(f"{key} {val.get('target')}")
+        else:
+            words.append(key)
+    return " ".join(words)
+
+
+def _render_value(value: Json, quote: bool = False) -> str:
+    if isinstance(value, dict) and len(value) == 1:
+        key, val = next(iter(value.items()))
+        if key in ("meta", "ct") and isinstance(val, dict):
+            name = str(val.get("key"))
+            return name if name in ("iifname", "oifname", "iif", "oif") else f"{key} {name}"
+        if key == "payload" and isinstance(val, dict):
+            return f"{val.get('protocol')} {val.get('field')}"
+        if key == "prefix" and isinstance(val, dict):
+            return f"{val.get('addr')}/{val.get('len')}"
+        if key == "range" and isinstance(val, list):
+            return "-".join(_render_value(v) for v in val)
+        if key in ("set", "concat") and isinstance(val, list):
+            parts = [_render_value(v, quote) for v in val]
+            return "{ " + ", ".join(parts) + " }" if key == "set" else " . ".join(parts)
+        if key == "fib" and isinstance(val, dict):
+            return f"fib {' . '.join(map(str, val.get('flags', [])))} {val.get('result')}"
+        return str(key)
+    if isinstance(value, list):
+        return ",".join(_render_value(v, quote) for v in value)
+    return f'"{value}"' if quote and isinstance(value, str) else str(value)

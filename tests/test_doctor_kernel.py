@@ -1,0 +1,521 @@
+"""`nftfwd doctor` against real packets, for seed004 (host port 2222 -> centos port 22).
+
+For each foreign setup (libvirt's iptables rules, libvirt's nftables table, Docker's
+FORWARD policy drop, an admin's `policy drop`), in the host namespace of the standard
+topology (tests/harness): nftfwd's rules work on the wire; with the foreign rules added
+the forward fails; doctor exits 1 naming the exact table and chain, in one finding;
+the fix it prints is applied (for libvirt: the switch to open mode, which on a real
+host makes libvirt remove its own rules, is emulated by removing exactly those rules);
+then the forward works again, the guest seeing the client's address, and doctor finds
+nothing. Also: a healthy host gives exit 0 and "no findings"; hairpin mode off under
+br_netfilter is found and its fix works; a table with `flags owner` (firewalld >= 2.0)
+is read although nft 1.0.6 cuts the ruleset's JSON listing there, and its fix goes
+through its owner. Everything runs inside the topology's namespaces (`ip netns exec`),
+never in the root namespace.
+
+The shapes of the foreign rules are those of tests/data/doctor/make_fixtures.sh.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from conftest import IN_CI, SHARED_SCENARIOS
+from e2e import Probe, expect_failures, expect_reached, load, nftfwd, read_model, tcp
+from harness import Topology
+
+MODEL = SHARED_SCENARIOS / "seed004-ssh-2222.yaml"
+HOST = "localhost"
+GUEST, BRIDGE = "centos", "virbr0"
+OUTSIDE_PORT = 7100  # a server in client0 that the guest reaches through masquerade
+NO_FLUSH = "table inet filter {\n}\n"  # an nftables.conf that keeps other tables
+
+# --- the foreign setups -----------------------------------------------------------------
+
+LIBVIRT_IPTABLES = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:LIBVIRT_FWI - [0:0]
+:LIBVIRT_FWO - [0:0]
+:LIBVIRT_FWX - [0:0]
+:LIBVIRT_INP - [0:0]
+:LIBVIRT_OUT - [0:0]
+-A INPUT -j LIBVIRT_INP
+-A FORWARD -j LIBVIRT_FWX
+-A FORWARD -j LIBVIRT_FWI
+-A FORWARD -j LIBVIRT_FWO
+-A OUTPUT -j LIBVIRT_OUT
+-A LIBVIRT_FWI -d 192.168.122.0/24 -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A LIBVIRT_FWI -o virbr0 -j REJECT --reject-with icmp-port-unreachable
+-A LIBVIRT_FWO -s 192.168.122.0/24 -i virbr0 -j ACCEPT
+-A LIBVIRT_FWO -i virbr0 -j REJECT --reject-with icmp-port-unreachable
+-A LIBVIRT_FWX -i virbr0 -o virbr0 -j ACCEPT
+-A LIBVIRT_INP -i virbr0 -p udp -m udp --dport 53 -j ACCEPT
+-A LIBVIRT_INP -i virbr0 -p tcp -m tcp --dport 53 -j ACCEPT
+-A LIBVIRT_INP -i virbr0 -p udp -m udp --dport 67 -j ACCEPT
+-A LIBVIRT_INP -i virbr0 -p tcp -m tcp --dport 67 -j ACCEPT
+-A LIBVIRT_OUT -o virbr0 -p udp -m udp --dport 53 -j ACCEPT
+-A LIBVIRT_OUT -o virbr0 -p tcp -m tcp --dport 53 -j ACCEPT
+-A LIBVIRT_OUT -o virbr0 -p udp -m udp --dport 68 -j ACCEPT
+-A LIBVIRT_OUT -o virbr0 -p tcp -m tcp --dport 68 -j ACCEPT
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:LIBVIRT_PRT - [0:0]
+-A POSTROUTING -j LIBVIRT_PRT
+-A LIBVIRT_PRT -s 192.168.122.0/24 -d 224.0.0.0/24 -j RETURN
+-A LIBVIRT_PRT -s 192.168.122.0/24 -d 255.255.255.255/32 -j RETURN
+-A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -p tcp -j MASQUERADE --to-ports 1024-65535
+-A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -p udp -j MASQUERADE --to-ports 1024-65535
+-A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -j MASQUERADE
+COMMIT
+*mangle
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:FORWARD ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:LIBVIRT_PRT - [0:0]
+-A POSTROUTING -j LIBVIRT_PRT
+-A LIBVIRT_PRT -o virbr0 -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill
+COMMIT
+"""
+# What libvirt removes when the network leaves NAT mode: its rules (it keeps its chains).
+LIBVIRT_IPTABLES_RULES = [
+    ("filter", "LIBVIRT_FWI"), ("filter", "LIBVIRT_FWO"), ("filter", "LIBVIRT_FWX"),
+    ("filter", "LIBVIRT_INP"), ("filter", "LIBVIRT_OUT"), ("nat", "LIBVIRT_PRT"),
+    ("mangle", "LIBVIRT_PRT"),
+]  # fmt: skip
+
+LIBVIRT_NFTABLES = """
+table ip libvirt_network {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        counter jump guest_cross
+        counter jump guest_input
+        counter jump guest_output
+    }
+    chain guest_output {
+        ip saddr 192.168.122.0/24 iif "virbr0" counter accept
+        iif "virbr0" counter reject
+    }
+    chain guest_input {
+        oif "virbr0" ip daddr 192.168.122.0/24 ct state related,established counter accept
+        oif "virbr0" counter reject
+    }
+    chain guest_cross {
+        iif "virbr0" oif "virbr0" counter accept
+    }
+    chain guest_nat {
+        type nat hook postrouting priority srcnat; policy accept;
+        ip saddr 192.168.122.0/24 ip daddr 224.0.0.0/24 counter return
+        ip saddr 192.168.122.0/24 ip daddr 255.255.255.255/32 counter return
+        meta l4proto tcp ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade to :1024-65535
+        meta l4proto udp ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade to :1024-65535
+        ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade
+    }
+}
+table ip6 libvirt_network {
+    chain forward {
+        type filter hook forward priority filter; policy accept;
+        counter jump guest_cross
+        counter jump guest_input
+        counter jump guest_output
+    }
+    chain guest_output { }
+    chain guest_input { }
+    chain guest_cross { }
+    chain guest_nat {
+        type nat hook postrouting priority srcnat; policy accept;
+    }
+}
+"""  # noqa: E501
+
+DOCKER = """*filter
+:INPUT ACCEPT [0:0]
+:FORWARD DROP [0:0]
+:OUTPUT ACCEPT [0:0]
+:DOCKER - [0:0]
+:DOCKER-BRIDGE - [0:0]
+:DOCKER-CT - [0:0]
+:DOCKER-FORWARD - [0:0]
+:DOCKER-ISOLATION-STAGE-1 - [0:0]
+:DOCKER-ISOLATION-STAGE-2 - [0:0]
+:DOCKER-USER - [0:0]
+-A FORWARD -j DOCKER-USER
+-A FORWARD -j DOCKER-FORWARD
+-A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
+-A DOCKER ! -i docker0 -o docker0 -j DROP
+-A DOCKER-BRIDGE -o docker0 -j DOCKER
+-A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
+-A DOCKER-FORWARD -j DOCKER-CT
+-A DOCKER-FORWARD -j DOCKER-ISOLATION-STAGE-1
+-A DOCKER-FORWARD -j DOCKER-BRIDGE
+-A DOCKER-FORWARD -i docker0 -j ACCEPT
+-A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
+-A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
+COMMIT
+*nat
+:PREROUTING ACCEPT [0:0]
+:INPUT ACCEPT [0:0]
+:OUTPUT ACCEPT [0:0]
+:POSTROUTING ACCEPT [0:0]
+:DOCKER - [0:0]
+-A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
+-A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
+-A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
+-A DOCKER -i docker0 -j RETURN
+-A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
+COMMIT
+"""
+
+ADMIN = """
+table inet filter {
+    chain input {
+        type filter hook input priority filter; policy drop;
+        ct state established,related accept
+        iif "lo" accept
+        tcp dport 22 accept
+    }
+    chain forward {
+        type filter hook forward priority filter; policy drop;
+        ct state established,related accept
+    }
+    chain output {
+        type filter hook output priority filter; policy accept;
+    }
+}
+"""
+
+# --- doctor's output ----------------------------------------------------------------------
+
+
+@dataclass
+class Reported:
+    """One finding as `nftfwd doctor` prints it."""
+
+    id: str
+    subject: str
+    lines: list[str] = field(default_factory=list)
+    fix: list[str] = field(default_factory=list)
+
+    @property
+    def commands(self) -> list[str]:
+        return [line for line in self.fix if not line.startswith("#")]
+
+
+def parse(stdout: str) -> list[Reported]:
+    """FINDING id: subject / message / `fix:` and its continuation lines."""
+    found: list[Reported] = []
+    for line in stdout.splitlines():
+        if line.startswith("FINDING "):
+            ident, _, subject = line.removeprefix("FINDING ").partition(": ")
+            found.append(Reported(ident, subject))
+        elif found and line.startswith("  fix: "):
+            found[-1].fix.append(line.removeprefix("  fix: "))
+        elif found and found[-1].fix and line.startswith("       "):
+            found[-1].fix.append(line.removeprefix("       "))
+        elif found:
+            found[-1].lines.append(line.strip())
+    return found
+
+
+def doctor(topo: Topology, conf: Path) -> subprocess.CompletedProcess[str]:
+    done = nftfwd(topo, "doctor", str(MODEL), "--host", HOST, "--nftables-conf", str(conf))
+    assert done.returncode in (0, 1), f"doctor exited {done.returncode}: {done.stderr}"
+    return done
+
+
+def in_host(topo: Topology, command: str) -> None:
+    """One shell command line of a fix, in the host namespace (never the root one)."""
+    topo.run("host", ["sh", "-c", command])
+
+
+# --- the traffic --------------------------------------------------------------------------
+
+
+def forward(topo: Topology) -> tuple[Probe, tuple[str, str, int]]:
+    """client0 -> host:2222 reaches centos:22, which sees the client's address."""
+    host4 = topo.host_address(4)
+    return tcp("client0", host4, 2222), (GUEST, topo.client_address(4), 22)
+
+
+def outbound(topo: Topology) -> tuple[Probe, tuple[str, str, int]]:
+    """centos reaches the outside, masqueraded as the host."""
+    client4 = topo.client_address(4)
+    return tcp(f"guest:{GUEST}", client4, OUTSIDE_PORT), ("client0", topo.host_address(4), 7100)
+
+
+def hairpin(topo: Topology) -> tuple[Probe, tuple[str, str, int]]:
+    """centos reaches its own forward at the host's address (masqueraded to the gateway)."""
+    host4 = topo.host_address(4)
+    return tcp(f"guest:{GUEST}", host4, 2222), (GUEST, topo.gateway(BRIDGE, 4), 22)
+
+
+TRAFFIC = {"forward": forward, "outbound": outbound, "hairpin": hairpin}
+
+
+@pytest.fixture
+def conf(tmp_path: Path) -> Path:
+    """An /etc/nftables.conf without `flush ruleset` (this machine's real one has it)."""
+    path = tmp_path / "nftables.conf"
+    path.write_text(NO_FLUSH)
+    return path
+
+
+def seed004() -> Topology:
+    if not MODEL.is_file() and not IN_CI:
+        pytest.skip(f"the shared scenarios are not here: {SHARED_SCENARIOS}")
+    return Topology(read_model(MODEL), HOST)
+
+
+def start(topo: Topology) -> None:
+    """nftfwd's rules loaded, servers in the guest and in client0, hairpin mode on the
+    guest's bridge port (with br_netfilter, hairpin traffic is bridged back out of it)."""
+    load(topo, MODEL, HOST)
+    topo.serve(GUEST, [22], ("tcp",))
+    topo.serve_in("client0", "client0", [OUTSIDE_PORT], ("tcp",))
+    topo.run("host", ["bridge", "link", "set", "dev", "vg0", "hairpin", "on"])
+
+
+# --- the cases ----------------------------------------------------------------------------
+
+
+def libvirt_open_mode(topo: Topology, finding: Reported) -> None:
+    assert "#     <forward mode='open'/>" in finding.fix, finding.fix
+    assert [c.split()[:2] for c in finding.commands] == [
+        ["virsh", "net-edit"],
+        ["virsh", "net-destroy"],
+    ]
+
+
+def remove_libvirt_iptables(topo: Topology, finding: Reported) -> None:
+    libvirt_open_mode(topo, finding)
+    for table, chain in LIBVIRT_IPTABLES_RULES:
+        topo.run("host", ["iptables", "-t", table, "-F", chain])
+
+
+def remove_libvirt_nftables(topo: Topology, finding: Reported) -> None:
+    libvirt_open_mode(topo, finding)
+    topo.load_ruleset("delete table ip libvirt_network\ndelete table ip6 libvirt_network\n")
+
+
+def run_fix(topo: Topology, finding: Reported) -> None:
+    assert finding.commands, finding.fix
+    for command in finding.commands:
+        assert command.split()[0] in ("iptables", "nft"), command
+        in_host(topo, command)
+
+
+@dataclass(frozen=True)
+class Foreign:
+    setup: Callable[[Topology], None]
+    finding: str  # its id
+    where: str  # table and chain, as doctor names them
+    subject: str  # the start of the finding's subject (the rule, or the policy)
+    broken: dict[str, tuple[str, ...]]  # traffic that fails, and how it fails
+    fix: Callable[[Topology, Reported], None]
+
+
+CASES = {
+    "libvirt-iptables": Foreign(
+        lambda topo: topo.run("host", ["iptables-nft-restore"], input=LIBVIRT_IPTABLES),
+        "foreign-chain-rejects",
+        "table ip filter, chain LIBVIRT_FWI",
+        "table ip filter, chain LIBVIRT_FWI, rule 2 (handle ",
+        {"forward": ("refused",)},  # REJECT: icmp port unreachable
+        remove_libvirt_iptables,
+    ),
+    "libvirt-nftables": Foreign(
+        lambda topo: topo.load_ruleset(LIBVIRT_NFTABLES),
+        "foreign-chain-rejects",
+        "table ip libvirt_network, chain guest_input",
+        "table ip libvirt_network, chain guest_input, rule 2 (handle ",
+        {"forward": ("refused",)},
+        remove_libvirt_nftables,
+    ),
+    "docker": Foreign(
+        lambda topo: topo.run("host", ["iptables-nft-restore"], input=DOCKER),
+        "foreign-policy-drop",
+        "table ip filter, chain FORWARD",
+        "table ip filter, chain FORWARD, policy drop",
+        {"forward": ("timeout",), "outbound": ("timeout",), "hairpin": ("timeout",)},
+        run_fix,
+    ),
+    "admin-policy-drop": Foreign(
+        lambda topo: topo.load_ruleset(ADMIN),
+        "foreign-policy-drop",
+        "table inet filter, chain forward",
+        "table inet filter, chain forward, policy drop",
+        {"forward": ("timeout",), "outbound": ("timeout",), "hairpin": ("timeout",)},
+        run_fix,
+    ),
+}
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize("name", list(CASES))
+def test_foreign_rules_break_the_forward_doctor_names_them_and_its_fix_works(
+    name: str, conf: Path
+) -> None:
+    case = CASES[name]
+    with seed004() as topo:
+        start(topo)
+        everything = [make(topo) for make in TRAFFIC.values()]
+        expect_reached(topo, everything)  # the control: nftfwd's rules alone work
+
+        case.setup(topo)
+        broken = [(TRAFFIC[kind](topo)[0], errors) for kind, errors in case.broken.items()]
+        expect_failures(topo, broken)
+        working = [TRAFFIC[kind](topo) for kind in TRAFFIC if kind not in case.broken]
+        expect_reached(topo, working)  # what doctor does not report still works
+
+        done = doctor(topo, conf)
+        assert done.returncode == 1, done.stdout
+        assert f"FINDING {case.finding}: {case.where}" in done.stdout
+        found = parse(done.stdout)
+        assert [(f.id, f.subject.startswith(case.subject)) for f in found] == [
+            (case.finding, True)
+        ], done.stdout  # one finding, no other
+
+        case.fix(topo, found[0])
+        expect_reached(topo, everything)
+        after = doctor(topo, conf)
+        assert (after.returncode, after.stdout) == (0, "no findings\n")
+
+
+@pytest.mark.kernel
+def test_healthy_host_has_no_findings(conf: Path, tmp_path: Path) -> None:
+    with seed004() as topo:
+        start(topo)
+        expect_reached(topo, [make(topo) for make in TRAFFIC.values()])
+        done = doctor(topo, conf)
+        assert (done.returncode, done.stdout, done.stderr) == (0, "no findings\n", "")
+        # the file nftables.service loads is read from --nftables-conf
+        flushing = tmp_path / "flushing.conf"
+        flushing.write_text("flush ruleset\n" + NO_FLUSH)
+        found = parse(doctor(topo, flushing).stdout)
+        assert [(f.id, f.subject) for f in found] == [("flush-ruleset-on-boot", str(flushing))]
+
+
+@pytest.mark.kernel
+def test_hairpin_mode_off_with_br_netfilter_and_its_fix(conf: Path) -> None:
+    with seed004() as topo:
+        bridged = topo.run("host", ["sysctl", "-n", "net.bridge.bridge-nf-call-iptables"],
+                           check=False).stdout.strip()  # fmt: skip
+        if bridged != "1":
+            pytest.skip("br_netfilter is not loaded: hairpin traffic is routed, not bridged")
+        load(topo, MODEL, HOST)
+        topo.serve(GUEST, [22], ("tcp",))
+        expect_reached(topo, [forward(topo)])  # also teaches the bridge the guest's port
+        expect_failures(topo, [(hairpin(topo)[0], ("timeout",))])
+        found = parse(doctor(topo, conf).stdout)
+        assert [(f.id, f.subject) for f in found] == [
+            ("hairpin-mode-off", f"bridge port vg0 of {BRIDGE} (guest {GUEST})")
+        ]
+        assert found[0].commands == ["bridge link set dev vg0 hairpin on"]
+        in_host(topo, found[0].commands[0])
+        expect_reached(topo, [hairpin(topo), forward(topo)])
+        assert doctor(topo, conf).stdout == "no findings\n"
+
+
+# --- a table only its owner may change (firewalld >= 2.0) ----------------------------------
+
+
+class Owner:
+    """An `nft -i` in the host namespace that made `table inet firewalld { flags owner; }`
+    (as firewalld >= 2.0 does): only this process may change the table, which goes when
+    the process ends."""
+
+    def __init__(self, topo: Topology) -> None:
+        self.topo = topo
+        self.process = subprocess.Popen(
+            ["ip", "netns", "exec", topo.ns["host"], "nft", "-i"],
+            stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            text=True,
+        )  # fmt: skip
+
+    def send(self, *commands: str, rules: int) -> None:
+        """Run commands in the owner; wait (bounded) until its chain has `rules` rules."""
+        assert self.process.stdin is not None
+        self.process.stdin.write("".join(f"{c}\n" for c in commands))
+        self.process.stdin.flush()
+        deadline = time.monotonic() + 5
+        while self.rules() != rules:
+            assert self.process.poll() is None, "the owner's nft ended"
+            assert time.monotonic() < deadline, f"the owned chain has {self.rules()} rules"
+            time.sleep(0.05)
+
+    def rules(self) -> int | None:
+        done = self.topo.run("host", ["nft", "-a", "list", "chain", "inet", "firewalld",
+                                      "filter_FORWARD"], check=False)  # fmt: skip
+        return done.stdout.count("# handle") - 1 if done.returncode == 0 else None
+
+    def close(self) -> None:
+        if self.process.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.process.stdin.close()
+        try:
+            self.process.wait(3)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(3)
+
+
+@contextlib.contextmanager
+def owner(topo: Topology) -> Iterator[Owner]:
+    held = Owner(topo)
+    try:
+        yield held
+    finally:
+        held.close()
+
+
+@pytest.mark.kernel
+def test_a_table_with_flags_owner_is_read_and_its_fix_goes_through_its_owner(
+    conf: Path,
+) -> None:
+    """nft 1.0.6 cuts the JSON listing of the ruleset at an owned table's flags: doctor
+    reads it anyway; the kernel refuses nft's changes to the table, so doctor prints the
+    rules for its owner to add, and those rules, added by the owner, make the forward work."""
+    with seed004() as topo, owner(topo) as firewalld:
+        start(topo)
+        everything = [make(topo) for make in TRAFFIC.values()]
+        expect_reached(topo, everything)
+        firewalld.send(
+            "add table inet firewalld { flags owner; }",
+            "add chain inet firewalld filter_FORWARD"
+            " { type filter hook forward priority filter + 10; policy drop; }",
+            "add rule inet firewalld filter_FORWARD ct state established,related accept",
+            # an empty owned table listed last: nft 1.0.6 cuts `nft -j list ruleset` there
+            "add table ip owned_last { flags owner; }",
+            rules=1,
+        )
+        expect_failures(topo, [(probe, ("timeout",)) for probe, _ in everything])
+
+        done = doctor(topo, conf)
+        found = parse(done.stdout)
+        assert [(f.id, f.subject) for f in found] == [
+            ("foreign-policy-drop", "table inet firewalld, chain filter_FORWARD, policy drop")
+        ], done.stdout + done.stderr
+        assert found[0].commands == [], found[0].fix  # nothing nft could do
+        changes = [line.removeprefix("#   ") for line in found[0].fix if line.startswith("#   ")]
+        assert changes and all(c.startswith("insert rule inet firewalld filter_FORWARD ")
+                               for c in changes), found[0].fix  # fmt: skip
+        refused = topo.run("host", ["nft", changes[0]], check=False)
+        assert "Operation not permitted" in refused.stderr, refused
+
+        firewalld.send(*changes, rules=1 + len(changes))
+        expect_reached(topo, everything)
+        after = doctor(topo, conf)
+        assert (after.returncode, after.stdout) == (0, "no findings\n")

@@ -590,6 +590,8 @@ def test_a_failing_load_changes_nothing() -> None:
         assert done.returncode == 2, done
         assert "Traceback" not in done.stderr, done.stderr
         assert done.stderr.strip(), "an error must say what went wrong"
+        assert "Argument list too long" in done.stderr
+        assert "the refused part: chain output {" in done.stderr  # which part it refused
         assert ruleset(topo) == before
         expect_reached(topo, works)
         expect_blocked(topo, [tcp("host", host4, 8080)])  # still hairpin: false

@@ -61,7 +61,9 @@ class Nft:
         self._ctx.set_dry_run(dry_run)
 
     def _raise(self, what: str, error: str, refused: str) -> None:
-        detail = " ".join(line.strip() for line in error.strip().splitlines() if line.strip())
+        # JSON input has no source positions: drop libnftables' empty "internal:0:0-0: ".
+        lines = [line.replace("internal:0:0-0: ", "").strip() for line in error.splitlines()]
+        detail = " ".join(dict.fromkeys(line for line in lines if line))
         if "Operation not permitted" in error:
             raise NftfwdError(f"{what} needs root (CAP_NET_ADMIN): {detail}")
         raise KernelRefused(f"the kernel refused {what}: {detail}", refused)
@@ -77,6 +79,14 @@ class Nft:
         rc, _, error = self._ctx.json_cmd(commands)
         if rc != 0:
             self._raise(what, error, json.dumps(commands, indent=2))
+
+    def apply_file(self, path: str, what: str = "the transaction") -> None:
+        """Like apply_text; errors then carry `path:line:column` and quote the right line
+        (from a buffer, libnftables 1.0.6 quotes the first line instead)."""
+        self._ctx.set_json_output(False)
+        rc, _, error = self._ctx.cmd_from_file(path)
+        if rc != 0:
+            self._raise(what, error, path)
 
     def apply_text(self, script: str, what: str = "the transaction") -> None:
         self._run(script, json_output=False, what=what)

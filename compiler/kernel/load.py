@@ -9,9 +9,11 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import select
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -27,6 +29,7 @@ from nftfwd.kernel.live import canonical, live_diff, read_live
 from nftfwd.kernel.state import exclusive_lock, restore_script, state_dir
 from nftfwd.model import Host
 from nftfwd.render_json import batch
+from nftfwd.render_nft import render_nft
 
 APPLIED, DECLINED, ERROR, ROLLED_BACK = 0, 1, 2, 3
 PENDING = "pending-confirm.json"
@@ -52,7 +55,7 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
     with exclusive_lock():
         nft = Nft()
         live = read_live(nft, table)
-        with _refusal_reported():
+        with _refusal_reported(table):
             compiled = canonical(table)
         diff = live_diff(host, table, live, compiled)
         sys.stdout.write(format_text(diff, options.color))
@@ -69,7 +72,7 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         directory = state_dir()
         write_atomically(directory / "previous.nft", previous)
         say(f"applying table inet {table.name} in one transaction...")
-        with _refusal_reported():
+        with _refusal_reported(table):
             nft.apply_json(batch(table), f"the new table inet {table.name}")
         after = read_live(nft, table)
         if after.text != compiled.text:
@@ -98,16 +101,37 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
 
 
 @contextlib.contextmanager
-def _refusal_reported() -> Iterator[None]:
-    """A refused batch is kept on disk and named in the error; the host stays as it was."""
+def _refusal_reported(table: Table) -> Iterator[None]:
+    """A refused batch is kept on disk and the error names the rule the kernel refused;
+    the host stays as it was."""
     try:
         yield
     except KernelRefused as err:
         refused = state_dir() / "refused.json"
         write_atomically(refused, err.refused)
         raise NftfwdError(
-            f"{err}; nothing was changed (the refused batch is in {refused})."
+            f"{err}{_refused_rule(table)}; nothing was changed (the refused batch is in {refused})."
         ) from None
+
+
+def _refused_rule(table: Table) -> str:
+    """libnftables locates errors only in text input: dry-run the same table as nft text
+    against this kernel, so the message can quote the line it refused."""
+    script = render_nft(table)
+    try:
+        with tempfile.NamedTemporaryFile("w", suffix=".nft") as file:
+            file.write(script)
+            file.flush()
+            Nft(dry_run=True).apply_file(file.name)
+    except KernelRefused as err:
+        lines = script.splitlines()
+        numbers = [int(n) for n in re.findall(r":(\d+):\d+(?:-\d+)?: Error", str(err))]
+        quoted = [lines[n - 1].strip() for n in numbers if 0 < n <= len(lines)]
+        if quoted:
+            return "; the refused part: " + " | ".join(dict.fromkeys(quoted))
+    except NftfwdError:
+        pass
+    return ""
 
 
 def _ask(question: str) -> bool:

@@ -11,6 +11,8 @@ import yaml
 from nftfwd.errors import Location, ModelError, NftfwdError, Problem
 
 KeyPath = tuple[str | int, ...]
+# libyaml's parser where PyYAML was built with it: the same nodes and marks, twice as fast.
+_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 def format_path(path: KeyPath) -> str:
@@ -57,7 +59,7 @@ def load_file(path: str | Path) -> Document:
 
 def load_text(text: str, file: str) -> Document:
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_LOADER)
     except yaml.MarkedYAMLError as err:
         mark = err.problem_mark or err.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else None
@@ -97,7 +99,7 @@ class _Builder:
             return [self.build(item, (*path, i)) for i, item in enumerate(node.value)]
         if isinstance(node, yaml.ScalarNode):
             value = self._constructor.construct_object(node, deep=True)
-            if not isinstance(value, str) and node.style is None and ":" in node.value:
+            if not isinstance(value, str) and not node.style and ":" in node.value:
                 self.unquoted.add(path)
             return value
         return None

@@ -7,6 +7,7 @@ child process is this module; it loads what it reads on stdin and prints the res
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -40,16 +41,10 @@ def kernel_check(script: str, fmt: ScriptFormat) -> None:
 
 
 def _run(args: list[str], stdin: str) -> str:
-    argv = [
-        "unshare",
-        "--user",
-        "--map-root-user",
-        "--net",
-        sys.executable,
-        "-m",
-        "nftfwd.kernel.sandbox",
-        *args,
-    ]
+    # Root needs no user namespace; inside one, nft cannot enlarge its netlink buffer
+    # and batches of a few thousand elements fail with "Message too long".
+    isolation = ["--net"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--net"]
+    argv = ["unshare", *isolation, sys.executable, "-m", "nftfwd.kernel.sandbox", *args]
     try:
         proc = subprocess.run(
             argv, input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S, check=False

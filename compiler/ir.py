@@ -27,6 +27,13 @@ class IfName:
     name: str
 
 
+@dataclass(frozen=True)
+class Jump:
+    """A verdict as a map's data: continue in another chain of the table."""
+
+    target: str
+
+
 Value = IPv4Address | IPv6Address | IPv4Network | IPv6Network | PortRange | int | Symbol | IfName
 
 
@@ -93,6 +100,14 @@ class MapLookup:
 
 
 @dataclass(frozen=True)
+class VerdictMapLookup:
+    """`key vmap @map`: the verdict stored for the key, if any (one hash lookup)."""
+
+    key: Concat
+    map: str
+
+
+@dataclass(frozen=True)
 class Verdict:
     kind: Literal["accept", "drop"]
 
@@ -109,7 +124,7 @@ class Dnat:
     port: MapLookup
 
 
-Statement = Match | Verdict | Masquerade | Dnat
+Statement = Match | Verdict | Masquerade | Dnat | VerdictMapLookup
 
 
 @dataclass(frozen=True)
@@ -119,19 +134,26 @@ class Rule:
 
 
 @dataclass(frozen=True)
-class Chain:
-    name: str
+class Hook:
+    """What makes a chain a base chain: the netfilter hook it is called from."""
+
     type: Literal["filter", "nat"]
     hook: Literal["prerouting", "output", "forward", "postrouting"]
     priority: int
-    rules: tuple[Rule, ...]
     policy: Literal["accept"] = "accept"
+
+
+@dataclass(frozen=True)
+class Chain:
+    name: str
+    rules: tuple[Rule, ...]
+    base: Hook | None = None  # None: a regular chain, reached only by a jump
 
 
 @dataclass(frozen=True)
 class Element:
     key: tuple[Value, ...]
-    data: Value | None = None
+    data: Value | Jump | None = None
 
 
 @dataclass(frozen=True)

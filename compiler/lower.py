@@ -1,12 +1,21 @@
 """Stage 3: one host of the typed model becomes one table of the IR.
 
-The per-packet work is a fixed handful of rules; what grows with the model is the
-content of the maps and sets they look up (model.md behaviour 7).
+The per-packet work is a fixed handful of rules, each one hash lookup (model.md
+behaviour 7): forwards only add elements to exact-match maps. Interval maps are
+avoided on the packet path on purpose: the kernel stores concatenated intervals in
+its pipapo backend, whose lookup and insertion grow with the number of elements.
+
+A forward listens on a host address and a (protocol, port). Its key is
+`protocol . port` when it listens on any host address, and `address . protocol .
+port` when it names one (its `address`, or the host's listed `addresses`). A
+forward with `sources` is guarded by a verdict map on the same key that jumps to a
+chain accepting (= leaving nftfwd's nat chain without DNAT) any other client.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 
 from nftfwd.ir import (
@@ -17,7 +26,9 @@ from nftfwd.ir import (
     Element,
     Fib,
     Flags,
+    Hook,
     IfName,
+    Jump,
     MapLookup,
     Masquerade,
     Match,
@@ -32,12 +43,13 @@ from nftfwd.ir import (
     Table,
     Value,
     Verdict,
+    VerdictMapLookup,
 )
-from nftfwd.model import FAMILIES, Family, Host, IPNetwork, PortRange, family_of
+from nftfwd.model import FAMILIES, Family, Forward, Host, IPAddress, IPNetwork, family_of
 from nftfwd.semantic import forward_families, listen_addresses
 
 ADDR_TYPE = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
-ANY: dict[Family, IPNetwork] = {"ip": IPv4Network("0.0.0.0/0"), "ip6": IPv6Network("::/0")}
+SUFFIX = {"ip": "4", "ip6": "6"}
 # Never a host address a forward listens on (model.md, "Where a forward listens").
 NOT_HOST_ADDRESSES: dict[Family, tuple[IPNetwork, ...]] = {
     "ip": (ip_network("127.0.0.0/8"),),
@@ -49,26 +61,26 @@ DPORT = Payload("th", "dport")
 TCP_UDP = Match(L4, SetOf((Symbol("tcp"), Symbol("udp"))))
 DNATED = Match(Ct("status"), Flags(("dnat",)), "in")
 NFPROTO = {"ip": Symbol("ipv4"), "ip6": Symbol("ipv6")}
+ANY, AT = "any", "at"  # listening on any host address, or at one named address
 
 
-def _is(family: Family) -> Match:
-    """Keeps packets of the other family away from this family's map keys."""
-    return Match(Meta("nfproto"), NFPROTO[family])
-
-
-def map_name(family: Family, what: str) -> str:
-    return f"{what}{'4' if family == 'ip' else '6'}"
+def map_name(what: str, family: Family, where: str | None = None) -> str:
+    return f"{what}_{where}{SUFFIX[family]}" if where else f"{what}{SUFFIX[family]}"
 
 
 def lower_host(table: str, host: Host) -> Table:
     families = tuple(f for f in FAMILIES if host.subnets_in(f))
     sets: list[NamedSet] = []
+    guards: list[Chain] = []
     for family in families:
-        addr, port = _dnat_maps(host, family)
-        snat = _snat_set(host, family)
-        sets.extend(s for s in (addr, port, snat) if s.elements)
+        entries = list(_entries(host, family))
+        guard_chains, guard_maps = _guards(entries, family)
+        guards += guard_chains
+        sets += guard_maps + _dnat_maps(entries, family) + [_snat_set(host, family)]
+    sets = [s for s in sets if s.elements]
     present = {s.name for s in sets}
     chains = (
+        *guards,
         _prerouting(host, families, present),
         *((_output(host, families, present),) if host.hairpin else ()),
         _forward(host, families),
@@ -77,77 +89,134 @@ def lower_host(table: str, host: Host) -> Table:
     return Table("inet", table, host.name, tuple(sets), chains)
 
 
-# -- maps ----------------------------------------------------------------------------
+# -- what each forward claims -----------------------------------------------------------
 
 
-def _dnat_keys(host: Host, family: Family) -> Iterator[tuple[tuple[Value, ...], Value, PortRange]]:
-    """(source . host address . proto . host ports, guest address, guest ports) per forward."""
+@dataclass(frozen=True)
+class _Entry:
+    """One forward, one family, one protocol, one host address (None: any)."""
+
+    listen: IPAddress | None
+    proto: str
+    forward: Forward
+    target: IPAddress
+    sources: tuple[IPNetwork, ...]
+
+    @property
+    def where(self) -> str:
+        return ANY if self.listen is None else AT
+
+    def key(self, port: int) -> tuple[Value, ...]:
+        head: tuple[Value, ...] = () if self.listen is None else (self.listen,)
+        return (*head, Symbol(self.proto), port)
+
+
+def _entries(host: Host, family: Family) -> Iterator[_Entry]:
     for _bridge, guest, forward in host.forwards():
         target = guest.address_in(family)
         if target is None or family not in forward_families(host, guest, forward):
             continue
-        sources = [s for s in forward.sources if family_of(s) == family] or [ANY[family]]
-        listen: list[Value] = [*listen_addresses(host, forward, family)] or [ANY[family]]
-        for source in sources:
-            for daddr in listen:
-                for proto in forward.protos:
-                    yield (source, daddr, Symbol(proto), forward.port), target, forward.to
+        sources = tuple(s for s in forward.sources if family_of(s) == family)
+        for listen in listen_addresses(host, forward, family) or (None,):
+            for proto in forward.protos:
+                yield _Entry(listen, proto, forward, target, sources)
 
 
-def _dnat_maps(host: Host, family: Family) -> tuple[NamedSet, NamedSet]:
-    addr_elements: list[Element] = []
-    port_elements: list[Element] = []
-    for key, target, to in _dnat_keys(host, family):
-        port = key[3]
-        assert isinstance(port, PortRange)
-        addr_elements.append(Element(_key_with_port(key, port), target))
-        # nft cannot keep an offset inside a range, so a range maps port by port.
-        for offset in range(port.size):
-            single = port.first + offset
-            port_elements.append(Element(_key_with_port(key, single), to.first + offset))
-    key_types = (ADDR_TYPE[family], ADDR_TYPE[family], "inet_proto", "inet_service")
-    return (
-        NamedSet(
-            map_name(family, "dnat_addr"),
-            key_types,
-            ADDR_TYPE[family],
-            True,
-            _sorted(addr_elements),
-            "client . host address . protocol . host port: guest",
-        ),
-        NamedSet(
-            map_name(family, "dnat_port"),
-            key_types,
-            "inet_service",
-            True,
-            _sorted(port_elements),
-            "the same keys: guest port",
-        ),
-    )
+def _key_types(family: Family, where: str) -> tuple[str, ...]:
+    head = (ADDR_TYPE[family],) if where == AT else ()
+    return (*head, "inet_proto", "inet_service")
 
 
-def _key_with_port(key: tuple[Value, ...], port: PortRange | int) -> tuple[Value, ...]:
-    if isinstance(port, PortRange) and port.first == port.last:
-        port = port.first
-    return (*key[:3], port)
+# -- maps ---------------------------------------------------------------------------------
+
+
+def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
+    maps = []
+    for where in (AT, ANY):
+        addr: list[Element] = []
+        port: list[Element] = []
+        for entry in (e for e in entries if e.where == where):
+            # nft cannot keep an offset inside a range, so a range maps port by port.
+            for offset in range(entry.forward.port.size):
+                key = entry.key(entry.forward.port.first + offset)
+                addr.append(Element(key, entry.target))
+                port.append(Element(key, entry.forward.to.first + offset))
+        key_types = _key_types(family, where)
+        listen = "any host address" if where == ANY else "host address"
+        maps += [
+            NamedSet(
+                map_name("dnat_addr", family, where),
+                key_types,
+                ADDR_TYPE[family],
+                False,
+                _sorted(addr),
+                f"{listen} . protocol . host port: guest address",
+            ),
+            NamedSet(
+                map_name("dnat_port", family, where),
+                key_types,
+                "inet_service",
+                False,
+                _sorted(port),
+                "the same keys: guest port",
+            ),
+        ]
+    return maps
+
+
+def _guards(entries: list[_Entry], family: Family) -> tuple[list[Chain], list[NamedSet]]:
+    """One chain per distinct `sources` list, and the verdict maps that jump to them."""
+    lists = sorted({e.sources for e in entries if e.sources}, key=_order_prefixes)
+    chain_of = {sources: f"allow{SUFFIX[family]}_{i}" for i, sources in enumerate(lists)}
+    chains = [
+        Chain(
+            name,
+            (
+                Rule(
+                    (Match(Payload(family, "saddr"), _nets(sources), "!="), Verdict("accept")),
+                    "any other client: leave this chain without DNAT",
+                ),
+            ),
+        )
+        for sources, name in chain_of.items()
+    ]
+    maps = []
+    for where in (AT, ANY):
+        elements = [
+            Element(entry.key(entry.forward.port.first + offset), Jump(chain_of[entry.sources]))
+            for entry in entries
+            if entry.sources and entry.where == where
+            for offset in range(entry.forward.port.size)
+        ]
+        maps.append(
+            NamedSet(
+                map_name("sources", family, where),
+                _key_types(family, where),
+                "verdict",
+                False,
+                _sorted(elements),
+                "forwards restricted to some clients: check the client first",
+            )
+        )
+    return chains, maps
 
 
 def _snat_set(host: Host, family: Family) -> NamedSet:
-    elements: list[Element] = []
-    for _bridge, guest, forward in host.forwards():
-        target = guest.address_in(family)
-        if not forward.snat or target is None:
-            continue
-        if family not in forward_families(host, guest, forward):
-            continue
-        to = forward.to.first if forward.to.size == 1 else forward.to
-        elements.extend(Element((target, Symbol(p), to)) for p in forward.protos)
+    elements = [
+        Element((target, Symbol(proto), forward.to.first + offset))
+        for _bridge, guest, forward in host.forwards()
+        if forward.snat
+        and (target := guest.address_in(family)) is not None
+        and family in forward_families(host, guest, forward)
+        for proto in forward.protos
+        for offset in range(forward.to.size)
+    ]
     key_types = (ADDR_TYPE[family], "inet_proto", "inet_service")
     return NamedSet(
-        map_name(family, "snat"),
+        map_name("snat", family),
         key_types,
         None,
-        True,
+        False,
         _sorted(elements),
         "guest address . protocol . guest port reached from the bridge address",
     )
@@ -163,18 +232,18 @@ def _order(value: Value) -> tuple[int, int, int, str]:
         return (value.version, int(value.network_address), value.prefixlen, "")
     if isinstance(value, IPv4Address | IPv6Address):
         return (value.version, int(value), value.max_prefixlen, "")
-    if isinstance(value, PortRange):
-        return (0, value.first, value.last, "")
     if isinstance(value, int):
         return (0, value, value, "")
-    return (0, 0, 0, value.name)
+    if isinstance(value, Symbol | IfName):
+        return (0, 0, 0, value.name)
+    return (0, value.first, value.last, "")
 
 
-# -- chains --------------------------------------------------------------------------
+def _order_prefixes(prefixes: tuple[IPNetwork, ...]) -> list[tuple[int, int, int, str]]:
+    return [_order(p) for p in prefixes]
 
 
-def _addr(family: Family, field: str) -> Payload:
-    return Payload(family, field)
+# -- chains -------------------------------------------------------------------------------
 
 
 def _ifnames(names: tuple[str, ...] | list[str]) -> Value | SetOf:
@@ -187,44 +256,64 @@ def _nets(nets: tuple[IPNetwork, ...] | list[IPNetwork]) -> Value | SetOf:
     return items[0] if len(items) == 1 else SetOf(items)
 
 
-def _dnat_rule(host: Host, family: Family, iifnames: tuple[str, ...] | None) -> Rule:
-    key = Concat((_addr(family, "saddr"), _addr(family, "daddr"), L4, DPORT))
-    statements: list[Statement] = [_is(family)]
+def _key(family: Family, where: str) -> Concat:
+    head = (Payload(family, "daddr"),) if where == AT else ()
+    return Concat((*head, L4, DPORT))
+
+
+def _listening(host: Host, family: Family, iifnames: tuple[str, ...] | None) -> list[Statement]:
+    """The packets a forward may take: this family, arriving where forwards are
+    reached, to a host address, TCP or UDP (which map keys with ports need first)."""
+    statements: list[Statement] = [Match(Meta("nfproto"), NFPROTO[family])]
     if iifnames is not None:
         statements.append(Match(Meta("iifname"), _ifnames(iifnames)))
-    if host.addresses_in(family):
-        note = f"{family} forwards on the host's listed addresses"
-    else:
+    if not host.addresses_in(family):
         excluded = (*NOT_HOST_ADDRESSES[family], *host.subnets_in(family))
         statements += [
-            Match(_addr(family, "daddr"), _nets(excluded), "!="),
+            Match(Payload(family, "daddr"), _nets(excluded), "!="),
             Match(Fib(("daddr",), "type"), Symbol("local")),
         ]
-        note = f"{family} forwards on any local address but loopback, link-local and bridges'"
-    statements += [
-        TCP_UDP,
-        Dnat(
-            family,
-            MapLookup(key, map_name(family, "dnat_addr")),
-            MapLookup(key, map_name(family, "dnat_port")),
-        ),
-    ]
-    return Rule(tuple(statements), note)
+    return [*statements, TCP_UDP]
+
+
+def _dnat_rules(
+    host: Host, families: tuple[Family, ...], present: set[str], iifnames: tuple[str, ...] | None
+) -> tuple[Rule, ...]:
+    rules = []
+    for family in families:
+        head = _listening(host, family, iifnames)
+        for where in (AT, ANY):
+            guard = map_name("sources", family, where)
+            if guard in present:
+                rules.append(
+                    Rule(
+                        (*head, VerdictMapLookup(_key(family, where), guard)),
+                        f"{family}: forwards with sources check the client",
+                    )
+                )
+        for where in (AT, ANY):
+            addr, port = map_name("dnat_addr", family, where), map_name("dnat_port", family, where)
+            if addr in present:
+                key = _key(family, where)
+                dnat = Dnat(family, MapLookup(key, addr), MapLookup(key, port))
+                listen = "at a named host address" if where == AT else "on any host address"
+                rules.append(Rule((*head, dnat), f"{family}: forwards {listen}"))
+    return tuple(rules)
 
 
 def _prerouting(host: Host, families: tuple[Family, ...], present: set[str]) -> Chain:
     arriving = host.uplinks + (tuple(b.name for b in host.bridges) if host.hairpin else ())
-    rules = tuple(
-        _dnat_rule(host, f, arriving) for f in families if map_name(f, "dnat_addr") in present
+    return Chain(
+        "prerouting",
+        _dnat_rules(host, families, present, arriving),
+        Hook("nat", "prerouting", PRIO_DSTNAT),
     )
-    return Chain("prerouting", "nat", "prerouting", PRIO_DSTNAT, rules)
 
 
 def _output(host: Host, families: tuple[Family, ...], present: set[str]) -> Chain:
-    rules = tuple(
-        _dnat_rule(host, f, None) for f in families if map_name(f, "dnat_addr") in present
+    return Chain(
+        "output", _dnat_rules(host, families, present, None), Hook("nat", "output", PRIO_DSTNAT)
     )
-    return Chain("output", "nat", "output", PRIO_DSTNAT, rules)
 
 
 def _forward(host: Host, families: tuple[Family, ...]) -> Chain:
@@ -259,22 +348,28 @@ def _forward(host: Host, families: tuple[Family, ...]) -> Chain:
     for family in families:
         rules.append(
             Rule(
-                (Match(_addr(family, "daddr"), _nets(host.subnets_in(family))), Verdict("drop")),
+                (Match(Payload(family, "daddr"), _nets(host.subnets_in(family))), Verdict("drop")),
                 f"any other new {family} connection into a bridge subnet",
             )
         )
-    return Chain("forward", "filter", "forward", PRIO_FILTER, tuple(rules))
+    return Chain("forward", tuple(rules), Hook("filter", "forward", PRIO_FILTER))
 
 
 def _postrouting(host: Host, families: tuple[Family, ...], present: set[str]) -> Chain:
     rules: list[Rule] = []
     for family in families:
-        snat = map_name(family, "snat")
+        snat = map_name("snat", family)
         if snat in present:
-            key = Concat((_addr(family, "daddr"), L4, DPORT))
+            key = Concat((Payload(family, "daddr"), L4, DPORT))
             rules.append(
                 Rule(
-                    (_is(family), DNATED, TCP_UDP, Match(key, SetRef(snat)), Masquerade()),
+                    (
+                        Match(Meta("nfproto"), NFPROTO[family]),
+                        DNATED,
+                        TCP_UDP,
+                        Match(key, SetRef(snat)),
+                        Masquerade(),
+                    ),
                     "snat forwards reach the guest from the host's bridge address",
                 )
             )
@@ -286,8 +381,8 @@ def _postrouting(host: Host, families: tuple[Family, ...], present: set[str]) ->
                         Rule(
                             (
                                 DNATED,
-                                Match(_addr(family, "saddr"), subnet),
-                                Match(_addr(family, "daddr"), subnet),
+                                Match(Payload(family, "saddr"), subnet),
+                                Match(Payload(family, "daddr"), subnet),
                                 Masquerade(),
                             ),
                             f"hairpin within {bridge.name}: replies come back through the host",
@@ -301,10 +396,10 @@ def _postrouting(host: Host, families: tuple[Family, ...], present: set[str]) ->
                 Rule(
                     (
                         Match(Meta("oifname"), _ifnames(host.uplinks)),
-                        Match(_addr(family, "saddr"), _nets(masqueraded)),
+                        Match(Payload(family, "saddr"), _nets(masqueraded)),
                         Masquerade(),
                     ),
                     "guests reach the outside as the host",
                 )
             )
-    return Chain("postrouting", "nat", "postrouting", PRIO_SRCNAT, tuple(rules))
+    return Chain("postrouting", tuple(rules), Hook("nat", "postrouting", PRIO_SRCNAT))

@@ -7,9 +7,7 @@ side go through one reader.
 
 from __future__ import annotations
 
-import bisect
 import difflib
-from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -23,7 +21,7 @@ class ForwardKey:
     proto: str
     port: int
     listen: str  # a host address, or "any"
-    source: str  # a prefix, or "any"
+    source: str  # the clients allowed (prefixes), or "any"
 
 
 @dataclass(frozen=True, order=True)
@@ -42,49 +40,55 @@ class ForwardChange:
 
 
 def forwards_of(json_objects: Iterable[Any], table: str) -> dict[ForwardKey, Target]:
-    """Forward entries, one per host port, from `{"map": ...}` or `{"add": {"map": ...}}`."""
+    """Forward entries, one per host port, from a table's maps and its `sources` chains,
+    given as `{"map": ...}` (the kernel's listing) or `{"add": {"map": ...}}` (a batch)."""
     maps: dict[str, list[Any]] = {}
+    allowed: dict[str, str] = {}  # allow chain -> the clients it lets through
     for obj in json_objects:
         body = obj.get("add", obj) if isinstance(obj, dict) else None
-        if isinstance(body, dict) and "map" in body and body["map"].get("table") == table:
+        if not isinstance(body, dict):
+            continue
+        if "map" in body and body["map"].get("table") == table:
             maps[body["map"]["name"]] = body["map"].get("elem", [])
+        elif "rule" in body and body["rule"].get("table") == table:
+            rule = body["rule"]
+            if rule.get("chain", "").startswith("allow"):
+                allowed[rule["chain"]] = _clients(rule["expr"][0]["match"]["right"])
     entries: dict[ForwardKey, Target] = {}
     for family, suffix in (("ip", "4"), ("ip6", "6")):
-        ranges: dict[tuple[str, str, str], list[tuple[int, int, str]]] = defaultdict(list)
-        for key, address in maps.get(f"dnat_addr{suffix}", []):
-            source, listen, proto, (lo, hi) = _key_parts(key)
-            ranges[(source, listen, proto)].append((lo, hi, str(address)))
-        for found in ranges.values():
-            found.sort()
-        for key, port in maps.get(f"dnat_port{suffix}", []):
-            source, listen, proto, (first, _) = _key_parts(key)
-            candidates = ranges.get((source, listen, proto), [])
-            index = bisect.bisect_right(candidates, (first, 65536, "")) - 1
-            if index >= 0 and candidates[index][0] <= first <= candidates[index][1]:
-                target = Target(candidates[index][2], int(port))
-                entries[ForwardKey(family, proto, first, listen, source)] = target
+        for where in ("at", "any"):
+            guards = {
+                _key_parts(key): allowed.get(verdict["jump"]["target"], "?")
+                for key, verdict in maps.get(f"sources_{where}{suffix}", [])
+            }
+            ports = {
+                _key_parts(key): int(port)
+                for key, port in maps.get(f"dnat_port_{where}{suffix}", [])
+            }
+            for key, address in maps.get(f"dnat_addr_{where}{suffix}", []):
+                parts = _key_parts(key)
+                listen, proto, port = parts
+                forward = ForwardKey(family, proto, port, listen, guards.get(parts, "any"))
+                entries[forward] = Target(str(address), ports.get(parts, port))
     return entries
 
 
-def _key_parts(key: Any) -> tuple[str, str, str, tuple[int, int]]:
-    source, listen, proto, port = key["concat"]
-    return _addr(source), _addr(listen), str(proto), _ports(port)
+def _key_parts(key: Any) -> tuple[str, str, int]:
+    """(host address or "any", protocol, port) of a map key."""
+    parts = key["concat"]
+    listen = str(parts[0]) if len(parts) == 3 else "any"
+    return listen, str(parts[-2]), int(parts[-1])
 
 
-def _addr(value: Any) -> str:
+def _clients(right: Any) -> str:
+    items = right["set"] if isinstance(right, dict) and "set" in right else [right]
+    return ", ".join(_prefix(item) for item in items)
+
+
+def _prefix(value: Any) -> str:
     if isinstance(value, dict) and "prefix" in value:
-        prefix = value["prefix"]
-        return "any" if prefix["len"] == 0 else f"{prefix['addr']}/{prefix['len']}"
-    if isinstance(value, dict) and "range" in value:
-        return "-".join(map(str, value["range"]))
+        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
     return str(value)
-
-
-def _ports(value: Any) -> tuple[int, int]:
-    if isinstance(value, dict) and "range" in value:
-        first, last = value["range"]
-        return int(first), int(last)
-    return int(value), int(value)
 
 
 def compare(old: dict[ForwardKey, Target], new: dict[ForwardKey, Target]) -> list[ForwardChange]:

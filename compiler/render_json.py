@@ -15,6 +15,7 @@ from nftfwd.ir import (
     Fib,
     Flags,
     IfName,
+    Jump,
     MapLookup,
     Masquerade,
     Match,
@@ -29,6 +30,7 @@ from nftfwd.ir import (
     Table,
     Value,
     Verdict,
+    VerdictMapLookup,
 )
 from nftfwd.model import PortRange
 
@@ -48,8 +50,14 @@ def batch(table: Table) -> dict[str, list[Json]]:
         {"delete": {"table": dict(ident)}},
         {"add": {"table": dict(ident)}},
     ]
+    # Chains that maps jump to come first: an element may only name a chain that exists.
+    regular = [c for c in table.chains if c.base is None]
+    base = [c for c in table.chains if c.base is not None]
+    for chain in regular:
+        commands.append({"add": _chain(table, chain)})
+        commands += [{"add": _rule(table, chain, r)} for r in chain.rules]
     commands += [{"add": _named_set(table, s)} for s in table.sets]
-    for chain in table.chains:
+    for chain in base:
         commands.append({"add": _chain(table, chain)})
         commands += [{"add": _rule(table, chain, r)} for r in chain.rules]
     return {"nftables": commands}
@@ -78,17 +86,15 @@ def _element(element: Element) -> Json:
 
 
 def _chain(table: Table, chain: Chain) -> Json:
-    return {
-        "chain": {
-            "family": table.family,
-            "table": table.name,
-            "name": chain.name,
-            "type": chain.type,
-            "hook": chain.hook,
-            "prio": chain.priority,
-            "policy": chain.policy,
+    body: dict[str, Json] = {"family": table.family, "table": table.name, "name": chain.name}
+    if chain.base is not None:
+        body |= {
+            "type": chain.base.type,
+            "hook": chain.base.hook,
+            "prio": chain.base.priority,
+            "policy": chain.base.policy,
         }
-    }
+    return {"chain": body}
 
 
 def _rule(table: Table, chain: Chain, rule: Rule) -> Json:
@@ -102,8 +108,10 @@ def _rule(table: Table, chain: Chain, rule: Rule) -> Json:
     }
 
 
-def value_json(value: Value | SetOf | SetRef | Flags) -> Json:
+def value_json(value: Value | SetOf | SetRef | Flags | Jump) -> Json:
     match value:
+        case Jump(target):
+            return {"jump": {"target": target}}
         case IfName(name) | Symbol(name):
             return name
         case SetOf(items):
@@ -152,4 +160,6 @@ def statement_json(statement: Statement) -> Json:
             return {"masquerade": None}
         case Dnat(family, addr, port):
             return {"dnat": {"family": family, "addr": _lookup(addr), "port": _lookup(port)}}
+        case VerdictMapLookup(key, name):
+            return {"vmap": {"key": operand_json(key), "data": f"@{name}"}}
     raise TypeError(f"no JSON for {statement!r}")

@@ -17,6 +17,7 @@ from nftfwd.ir import (
     Fib,
     Flags,
     IfName,
+    Jump,
     MapLookup,
     Masquerade,
     Match,
@@ -30,6 +31,7 @@ from nftfwd.ir import (
     Table,
     Value,
     Verdict,
+    VerdictMapLookup,
 )
 from nftfwd.model import PortRange
 
@@ -56,8 +58,10 @@ def _environment() -> jinja2.Environment:
     return env
 
 
-def value_text(value: Value | SetOf | SetRef | Flags) -> str:
+def value_text(value: Value | SetOf | SetRef | Flags | Jump) -> str:
     match value:
+        case Jump(target):
+            return f"jump {target}"
         case IfName(name):
             # Validated to [A-Za-z0-9_.-]; quoting keeps it from being read as a keyword.
             return json.dumps(name)
@@ -111,6 +115,8 @@ def statement_text(statement: Statement) -> str:
             return "masquerade"
         case Dnat(family, addr, port):
             return f"dnat {family} to {_lookup(addr)} : {_lookup(port)}"
+        case VerdictMapLookup(key, name):
+            return f"{operand_text(key)} vmap @{name}"
     raise TypeError(f"no nft text for {statement!r}")
 
 

@@ -33,5 +33,5 @@ def test_stale_rules_fail_with_the_diff(tmp_path: Path) -> None:
     rules.write_text(stale)
     result = _gate(rules)
     assert result.returncode == 1
-    assert "-\t\t\t0.0.0.0/0 . 0.0.0.0/0 . tcp . 8081" in result.stdout
+    assert "-\t\t\ttcp . 8081 : 192.168.122.10," in result.stdout
     assert "is stale" in result.stderr

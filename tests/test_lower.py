@@ -52,8 +52,15 @@ def test_rule_count_does_not_grow_with_forwards(tmp_path: Path) -> None:
     large = _model(tmp_path, guests=50, forwards=20)
     assert _rules(small) == _rules(large)
     elements = {s.name: len(s.elements) for s in large.sets}
-    assert elements["dnat_addr4"] == 50 * 20 * 2
-    assert elements["dnat_port6"] == 50 * 20 * 2
+    assert elements["dnat_addr_any4"] == 50 * 20 * 2
+    assert elements["dnat_port_any6"] == 50 * 20 * 2
+
+
+def test_every_map_on_the_packet_path_is_an_exact_match_map(tmp_path: Path) -> None:
+    # Concatenated interval maps live in the kernel's pipapo backend, whose lookups
+    # grow with the number of elements: none may appear.
+    table = _model(tmp_path, guests=5, forwards=3)
+    assert table.sets and not any(s.interval for s in table.sets)
 
 
 def test_port_range_offsets_are_kept_port_by_port(tmp_path: Path) -> None:
@@ -66,12 +73,10 @@ def test_port_range_offsets_are_kept_port_by_port(tmp_path: Path) -> None:
     )
     model = load_model(path)
     table = lower_host(model.table, model.hosts[0])
-    ports = {s.name: s for s in table.sets}["dnat_port4"]
-    mapping = {e.key[3]: e.data for e in ports.elements}
+    ports = {s.name: s for s in table.sets}["dnat_port_any4"]
+    mapping = {e.key[1]: e.data for e in ports.elements}
     assert mapping[8005] == 9005
     assert len(mapping) == 11
-    addr = {s.name: s for s in table.sets}["dnat_addr4"]
-    assert len(addr.elements) == 1  # one interval element for the whole range
 
 
 def test_hairpin_off_has_no_output_chain_and_no_bridge_ingress(tmp_path: Path) -> None:
@@ -88,3 +93,23 @@ def test_hairpin_off_has_no_output_chain_and_no_bridge_ingress(tmp_path: Path) -
 
     prerouting = rule_text(table.chains[0].rules[0])
     assert 'iifname "eth0"' in prerouting and "br0" not in prerouting
+
+
+def test_sources_guard_jumps_to_one_chain_per_distinct_client_list(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "version: 1\nhosts:\n  h:\n    uplinks: [eth0]\n    addresses: ['203.0.113.1']\n"
+        "    bridges:\n      br0:\n        subnet: 10.0.0.0/24\n        guests:\n"
+        "          g:\n            address: 10.0.0.2\n            forwards:\n"
+        "              - {port: 22, sources: [198.51.100.0/24]}\n"
+        "              - {port: 23, sources: [198.51.100.0/24]}\n"
+        "              - {port: 24, sources: [192.0.2.0/24]}\n"
+        "              - {port: 80}\n"
+    )
+    model = load_model(path)
+    table = lower_host(model.table, model.hosts[0])
+    guards = [c for c in table.chains if c.base is None]
+    assert [c.name for c in guards] == ["allow4_0", "allow4_1"]
+    sources = {s.name: s for s in table.sets}["sources_at4"]
+    jumps = {e.key[2]: e.data.target for e in sources.elements}  # type: ignore[union-attr]
+    assert jumps == {22: "allow4_1", 23: "allow4_1", 24: "allow4_0"}

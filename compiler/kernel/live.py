@@ -8,10 +8,10 @@ from typing import Any
 from nftfwd.diffview import HostDiff
 from nftfwd.ir import Table
 from nftfwd.kernel.libnft import Nft
-from nftfwd.kernel.sandbox import Listing, kernel_listing
+from nftfwd.kernel.sandbox import kernel_text
 from nftfwd.model import Host
 from nftfwd.plan import compare, forwards_of, rules_diff
-from nftfwd.render_json import render_json
+from nftfwd.render_json import batch, render_json
 from nftfwd.review import guest_names
 
 
@@ -21,6 +21,10 @@ class LiveTable:
     text: str | None  # None: the table does not exist
 
 
+def read_live_text(nft: Nft, table: Table) -> str | None:
+    return nft.list_table_text(table.family, table.name)
+
+
 def read_live(nft: Nft, table: Table) -> LiveTable:
     text = nft.list_table_text(table.family, table.name)
     if text is None:
@@ -28,30 +32,21 @@ def read_live(nft: Nft, table: Table) -> LiveTable:
     return LiveTable(nft.list_table_json(table.family, table.name), text)
 
 
-def _table_of(obj: dict[str, Any]) -> tuple[str, str] | None:
-    for body in obj.values():
-        if isinstance(body, dict) and "family" in body:
-            return str(body["family"]), str(body.get("table", body.get("name")))
-    return None
-
-
-def canonical(table: Table) -> Listing:
+def canonical(table: Table) -> str:
     """The compiled table as the kernel would list it, from a throwaway namespace."""
-    return kernel_listing(render_json(table), "json", table.family, table.name)
+    return kernel_text(render_json(table), "json", table.family, table.name)
 
 
-def live_diff(host: Host, table: Table, live: LiveTable, compiled: Listing) -> HostDiff:
-    compiled_objects = [
-        o
-        for o in compiled.json["nftables"]  # type: ignore[attr-defined]
-        if _table_of(o) == (table.family, table.name)
-    ]
+def live_diff(host: Host, table: Table, live: LiveTable, compiled_text: str) -> HostDiff:
+    """Forwards from the live maps against the compiled batch (the same element encoding
+    as the kernel's listing), and the rules as the kernel lists each side."""
     return HostDiff(
         host=host.name,
         table=table.name,
         forwards=compare(
-            forwards_of(live.objects, table.name), forwards_of(compiled_objects, table.name)
+            forwards_of(live.objects, table.name),
+            forwards_of(batch(table)["nftables"], table.name),
         ),
-        rules=rules_diff(live.text or "", compiled.text, "live", "compiled"),
+        rules=rules_diff(live.text or "", compiled_text, "live", "compiled"),
         guest_names=guest_names(host),
     )

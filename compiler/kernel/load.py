@@ -25,7 +25,7 @@ from nftfwd.files import write_atomically
 from nftfwd.ir import Table
 from nftfwd.kernel.conntrack import forget_flows
 from nftfwd.kernel.libnft import KernelRefused, Nft
-from nftfwd.kernel.live import canonical, live_diff, read_live
+from nftfwd.kernel.live import canonical, live_diff, read_live, read_live_text
 from nftfwd.kernel.state import exclusive_lock, restore_script, state_dir
 from nftfwd.model import Host
 from nftfwd.render_json import batch
@@ -74,8 +74,8 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         say(f"applying table inet {table.name} in one transaction...")
         with _refusal_reported(table):
             nft.apply_json(batch(table), f"the new table inet {table.name}")
-        after = read_live(nft, table)
-        if after.text != compiled.text:
+        after = read_live_text(nft, table)
+        if after != compiled:
             nft.apply_text(previous, "restoring the previous table")
             raise NftfwdError(
                 "the table read back differs from the compiled one; "
@@ -94,7 +94,7 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
             )
             return ROLLED_BACK
         write_atomically(
-            directory / "last-good.nft", restore_script(table.family, table.name, after.text)
+            directory / "last-good.nft", restore_script(table.family, table.name, after)
         )
         say(f"applied; the last good ruleset is kept in {directory / 'last-good.nft'}.")
         return APPLIED

@@ -30,14 +30,18 @@ class Listing:
 
 def kernel_listing(script: str, fmt: ScriptFormat, family: str, table: str) -> Listing:
     """Load `script` into an empty namespace; return the kernel's listing of `table`."""
-    out = _run(["load", fmt, family, table], script)
-    data = json.loads(out)
+    data = json.loads(_run(["load", fmt, family, table, "json+text"], script))
     return Listing(data["json"], data["text"])
+
+
+def kernel_text(script: str, fmt: ScriptFormat, family: str, table: str) -> str:
+    """Only the kernel's text of `table` after loading `script` (half the listing work)."""
+    return str(json.loads(_run(["load", fmt, family, table, "text"], script))["text"])
 
 
 def kernel_check(script: str, fmt: ScriptFormat) -> None:
     """Have the kernel accept `script` in an empty namespace, then throw it away."""
-    _run(["load", fmt, "-", "-"], script)
+    _run(["load", fmt, "-", "-", "none"], script)
 
 
 def _run(args: list[str], stdin: str) -> str:
@@ -66,7 +70,7 @@ def _run(args: list[str], stdin: str) -> str:
 
 
 def _child(argv: list[str]) -> int:
-    _, fmt, family, table = argv
+    _, fmt, family, table, listing_kind = argv
     script = sys.stdin.read()
     nft = Nft()
     try:
@@ -77,8 +81,10 @@ def _child(argv: list[str]) -> int:
     except KernelRefused as err:
         print(str(err), file=sys.stderr)
         return 3
-    if table != "-":
-        listing = {"json": nft.list_ruleset(), "text": nft.list_table_text(family, table) or ""}
+    if listing_kind != "none":
+        listing: dict[str, object] = {"text": nft.list_table_text(family, table) or ""}
+        if listing_kind == "json+text":
+            listing["json"] = nft.list_ruleset()  # only this table exists here
         json.dump(listing, sys.stdout)
     return 0
 

@@ -8,6 +8,7 @@ print(format_findings(findings), end="")
 listing.py   the ruleset listing (JSON and text) indexed
 flows.py     the traffic nftfwd's rules let through, as flows
 judge.py     one table's matches judged against one flow (three-valued, tri.py)
+shape.py     flows as one table can tell them apart (alike flows are walked once)
 walk.py      a flow through a base chain and its jumps
 ruleset.py   what the walks reach, as findings (analyse_ruleset)
 hostchecks.py  sysctls, links, neighbours, listeners, nftables.conf (check_host)

@@ -60,6 +60,12 @@ class Flow:
     def dnated(self) -> bool:
         return self.kind in ("forward", "hairpin", "local")
 
+    def __hash__(self) -> int:
+        # The generated hash would hash the bridge, hence all its guests: linear in the
+        # host's size for every flow. The label tells flows apart as well (equal flows
+        # have equal labels), in constant time.
+        return hash((self.kind, self.label))
+
 
 ROUTED = ("prerouting", "forward", "postrouting")
 

@@ -5,7 +5,7 @@ nftfwd.kernel.hoststate reads from the host (tests build one by hand or from fix
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from nftfwd.doctor.findings import Finding, sorted_findings, sysctl_fix, sysctl_key
@@ -161,10 +161,19 @@ def check_links(
     return out
 
 
+def _by_address(neighbours: Iterable[Neighbour]) -> dict[IPAddress, list[Neighbour]]:
+    """The neighbour entries of each address, in their order (looked up once per guest)."""
+    out: dict[IPAddress, list[Neighbour]] = {}
+    for n in neighbours:
+        out.setdefault(n.address, []).append(n)
+    return out
+
+
 def check_neighbours(host: Host, neighbours: Sequence[Neighbour]) -> list[Finding]:
     out = []
+    by_address = _by_address(neighbours)
     for bridge, guest, address in _guests(host):
-        entries = [n for n in neighbours if n.address == address]
+        entries = by_address.get(address, [])
         here = [n for n in entries if n.dev == bridge.name]
         elsewhere = sorted({n.dev for n in entries if n.dev != bridge.name and n.usable})
         subject = f"guest {guest.name} ({address})"
@@ -201,6 +210,7 @@ def check_hairpin(host: Host, state: HostState) -> list[Finding]:
     out: list[Finding] = []
     if not host.hairpin:
         return out
+    by_address = _by_address(state.neighbours)
     for bridge, guest, address in _guests(host):
         family: Family = "ip" if address.version == 4 else "ip6"
         if not guest.forwards or family not in state.bridged:
@@ -208,8 +218,8 @@ def check_hairpin(host: Host, state: HostState) -> list[Finding]:
         fdb = state.fdb.get(bridge.name, {})
         macs = {
             n.lladdr.lower()
-            for n in state.neighbours
-            if n.address == address and n.dev == bridge.name and n.lladdr and n.usable
+            for n in by_address.get(address, ())
+            if n.dev == bridge.name and n.lladdr and n.usable
         }
         for port in sorted({fdb[m] for m in macs if m in fdb}):
             if state.links.get(port, _NOLINK).hairpin is not False:

@@ -4,6 +4,7 @@ each match holds for all of the flow's packets, none, or maybe."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import cache
 from ipaddress import ip_address, ip_network, summarize_address_range
 from itertools import product
 from typing import Any
@@ -41,16 +42,37 @@ def _ifname(atom: str, elem: Json) -> Tri:
     return Tri.YES if atom == elem.replace("\\*", "*") else Tri.NO
 
 
-def _nets(elem: Json) -> list[IPNetwork] | None:
+@cache
+def _parsed(first: str, last: str | None, version: int) -> tuple[IPNetwork, ...] | None:
+    """The networks of this IP version in one address, prefix or (with last) range of a
+    listing; None if it does not parse. Cached: a judge asks for the same elements for
+    every flow."""
+    try:
+        if last is None:
+            nets: tuple[IPNetwork, ...] = (ip_network(first, strict=False),)
+        else:
+            nets = tuple(summarize_address_range(ip_address(first), ip_address(last)))
+    except (ValueError, TypeError):
+        return None
+    return tuple(n for n in nets if n.version == version)
+
+
+def networks(elem: Json, version: int) -> tuple[IPNetwork, ...] | None:
+    """The networks of this IP version that an element of a set or match stands for;
+    None: not an address, prefix or range of addresses."""
     try:
         if isinstance(elem, str):
-            return [ip_network(elem, strict=False)]
+            return _parsed(elem, None, version)
         if isinstance(elem, dict) and isinstance(elem.get("prefix"), dict):
             p = elem["prefix"]
-            return [ip_network(f"{p['addr']}/{p['len']}", strict=False)]
+            return _parsed(f"{p['addr']}/{p['len']}", None, version)
         if isinstance(elem, dict) and isinstance(elem.get("range"), list):
-            first, last = (ip_address(v) for v in elem["range"])
-            return list(summarize_address_range(first, last))
+            bounds = elem["range"]
+            if len(bounds) == 2 and all(isinstance(v, str) for v in bounds):
+                return _parsed(bounds[0], bounds[1], version)
+            first, last = (ip_address(v) for v in bounds)  # not what nft lists: not cached
+            found = summarize_address_range(first, last)
+            return tuple(n for n in found if n.version == version)
     except (ValueError, TypeError, KeyError):
         return None
     return None
@@ -58,10 +80,9 @@ def _nets(elem: Json) -> list[IPNetwork] | None:
 
 def _address(version: int) -> Test:
     def test(atom: Addr, elem: Json) -> Tri:
-        found = _nets(elem)
-        if found is None:
+        nets = networks(elem, version)
+        if nets is None:
             return Tri.MAYBE
-        nets = [n for n in found if n.version == version]
         if isinstance(atom, str):  # ANYWHERE or HOST_ADDRESS
             if any(n.prefixlen == 0 for n in nets):
                 return Tri.YES
@@ -77,20 +98,21 @@ def _address(version: int) -> Test:
     return test
 
 
-def _port_range(elem: Json) -> tuple[int, int] | None:
+def port_bounds(elem: Json) -> tuple[int, int] | None:
+    """The first and last port that an element stands for; None: not a port or range."""
     if isinstance(elem, int) and not isinstance(elem, bool):
         return elem, elem
     if isinstance(elem, str) and elem.isdigit():
         return int(elem), int(elem)
     if isinstance(elem, dict) and isinstance(elem.get("range"), list) and len(elem["range"]) == 2:
-        bounds = [_port_range(v) for v in elem["range"]]
+        bounds = [port_bounds(v) for v in elem["range"]]
         if bounds[0] is not None and bounds[1] is not None:
             return bounds[0][0], bounds[1][1]
     return None
 
 
 def _port(atom: tuple[str | None, PortRange | None], elem: Json) -> Tri:
-    bounds, rng = _port_range(elem), atom[1]
+    bounds, rng = port_bounds(elem), atom[1]
     if bounds is None:
         return Tri.MAYBE
     if rng is None:  # an arbitrary port: only a match on every port covers it
@@ -118,7 +140,11 @@ def _ct_status(atom: Tri, elem: Json) -> Tri:
 
 
 class Judge:
-    """Judges the matches of one table's rules against one packet view."""
+    """Judges the matches of one table's rules against one packet view.
+
+    A packet's addresses and ports are only ever weighed against the table's constants
+    with networks() and port_bounds(), by order (shape.py relies on that).
+    """
 
     def __init__(self, rs: Ruleset, family: str, table: str, pkt: Packet) -> None:
         self.rs, self.family, self.table, self.pkt = rs, family, table, pkt
@@ -231,9 +257,20 @@ class Judge:
         if not isinstance(m, dict):
             return Tri.MAYBE
         op, attr = m.get("op", "=="), self.attribute(m.get("left"))
-        elems = self.elements(m.get("right"))
         if attr is None or op not in ("==", "in", "!="):
             return Tri.MAYBE
+        # The result depends on the match, the sets of this table, the packet's family
+        # and its values for the match's expression (the atoms): most flows share them
+        # for most rules. The match is kept in the memo, so that its id stays its own.
+        key = ("match", id(m), self.family, self.table, self.pkt.family, tuple(attr[0]))
+        found = self.rs.memo.get(key)
+        if found is None:
+            found = self.rs.memo[key] = (self._match(m, op, attr), m)
+        result: Tri = found[0]
+        return result
+
+    def _match(self, m: Json, op: str, attr: tuple[list[Any], Test, Dep]) -> Tri:
+        elems = self.elements(m.get("right"))
         atoms, test, dep = attr
         results = []
         for atom in atoms:

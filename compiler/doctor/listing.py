@@ -49,6 +49,9 @@ class Ruleset:
     chains: dict[tuple[str, str, str], Chain]
     sets: dict[tuple[str, str, str], list[Json]]
     owned: set[tuple[str, str]] = field(default_factory=set)  # `flags owner` (text only)
+    # What the walks work out once and look up for every further flow (judge.py, walk.py).
+    # Keys may hold the id() of JSON in this ruleset: the memo lives no longer than it.
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
 def _int(value: Json, default: int) -> int:

@@ -27,7 +27,7 @@ from nftfwd.doctor.findings import (
 )
 from nftfwd.doctor.flows import DSTNAT, SRCNAT, Flow, build_flows, spec_for, view
 from nftfwd.doctor.listing import Chain, Json, Rule, Ruleset, index_ruleset
-from nftfwd.doctor.walk import Walk
+from nftfwd.doctor.walk import walk
 from nftfwd.model import Family, Host, IPAddress
 
 IPTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}
@@ -41,12 +41,14 @@ class Hit:
     rule: Rule | None
     base: Chain
     certain: bool = False
-    flows: list[Flow] = field(default_factory=list)
+    flows: list[Flow] = field(default_factory=list)  # in the order they were first added
     specs: set[AcceptSpec] = field(default_factory=set)
+    seen: set[Flow] = field(default_factory=set, repr=False)  # flows, for a constant-time test
 
     def add(self, flow: Flow, certain: bool, specs: Iterable[AcceptSpec] = ()) -> None:
         self.certain |= certain
-        if flow not in self.flows:
+        if flow not in self.seen:
+            self.seen.add(flow)
             self.flows.append(flow)
         self.specs.update(specs)
 
@@ -255,7 +257,7 @@ def analyse_ruleset(
                         continue
                     prio = min(prio, srcnat - 1)
             pkt = view(flow, hook, prio, dstnat, srcnat)
-            for ev in Walk(rs, base, pkt).run():
+            for ev in walk(rs, base, pkt):
                 index = ev.rule.index if ev.rule else 0
                 if ev.kind in ("drop", "reject", "policy", "unknown"):
                     key = (ev.chain.family, ev.chain.table, ev.chain.name, index, base.name)

@@ -4,10 +4,12 @@ rejects, NAT statements and policies it reaches, and whether it surely reaches t
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from nftfwd.doctor.flows import Packet
 from nftfwd.doctor.judge import Judge
 from nftfwd.doctor.listing import Chain, Json, Rule, Ruleset, xt_conditions
+from nftfwd.doctor.shape import shape
 from nftfwd.doctor.tri import Tri, t_and
 
 MAX_DEPTH = 32  # jumps deeper than this are judged "maybe"
@@ -51,6 +53,23 @@ def _verdict(key: str, val: Json) -> tuple[str, str] | None:
     return None
 
 
+def walk(rs: Ruleset, base: Chain, pkt: Packet) -> list[Event]:
+    """What a packet view reaches in a base chain: walked once per shape (shape.py), as
+    packets of the same shape reach the same drops. Do not change the list returned."""
+    alike = shape(rs, base.family, base.table, pkt)
+    key = ("walk", base.family, base.table, base.name, alike)
+    found: list[Event] | None = rs.memo.get(key)
+    if found is None:
+        found = rs.memo[key] = Walk(rs, base, alike).run()
+    return found
+
+
+def _once(rs: Ruleset, key: tuple[Any, ...], match: Json) -> Json:
+    """A match that a walk builds from part of a rule, the first one built for that part:
+    the judge's memo, keyed by the match, then finds it again for the next flow."""
+    return rs.memo.setdefault(key, match)
+
+
 class Walk:
     """One packet view through one base chain and the chains it jumps to."""
 
@@ -78,7 +97,11 @@ class Walk:
         if key == "match":
             return self.judge.match(val)
         if key == "xt" and isinstance(val, dict):
-            conds = xt_conditions(str(val.get("name", "")), rule.text)
+            name, memo = str(val.get("name", "")), self.rs.memo
+            xt = ("xt", id(rule), name)  # read from the rule's text once, for every flow
+            if xt not in memo:
+                memo[xt] = xt_conditions(name, rule.text)
+            conds: list[Json] | None = memo[xt]
             return (
                 Tri.MAYBE
                 if conds is None
@@ -118,6 +141,7 @@ class Walk:
             if isinstance(part, dict) and isinstance(part.get("map"), dict):
                 m = part["map"]
                 match = {"op": "==", "left": m.get("key"), "right": m.get("data")}
+                match = _once(self.rs, ("nat map", id(m)), match)
                 result = t_and(result, self.judge.match(match))
         return result
 
@@ -135,9 +159,9 @@ class Walk:
             if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict)):
                 certain = False
                 continue
-            cond = t_and(
-                m, self.judge.match({"op": "==", "left": val.get("key"), "right": entry[0]})
-            )
+            match = {"op": "==", "left": val.get("key"), "right": entry[0]}
+            match = _once(self.rs, ("vmap", id(val), id(entry)), match)
+            cond = t_and(m, self.judge.match(match))
             verdict = _verdict(*next(iter(entry[1].items()))) if len(entry[1]) == 1 else None
             if cond is Tri.NO:
                 continue

@@ -370,13 +370,19 @@ LISTING = {"nftables": [{"metainfo": {"version": "1.0.6"}}]}
 class FakeNft:
     """Stands in for nftfwd.kernel.libnft.Nft."""
 
-    def list_ruleset_parts(self) -> dict[str, Any]:
+    skipped: list[tuple[str, str] | None] = []
+
+    def list_ruleset_parts(self, skip_sets_of: tuple[str, str] | None = None) -> dict[str, Any]:
+        self.skipped.append(skip_sets_of)
         return LISTING
 
-    def list_ruleset_text(self) -> str:
+    def list_ruleset_text(self, skip: tuple[str, str] | None = None) -> str:
+        self.skipped.append(skip)
         return "table inet x { # handle 1\n}\n"
 
 
 def test_read_live_ruleset_takes_json_and_text() -> None:
-    listing, text = read_live_ruleset(FakeNft())  # type: ignore[arg-type]
+    fake = FakeNft()
+    listing, text = read_live_ruleset(fake, own_table="nftfwd")  # type: ignore[arg-type]
     assert (listing, text) == (LISTING, "table inet x { # handle 1\n}\n")
+    assert fake.skipped == [("inet", "nftfwd"), ("inet", "nftfwd")]  # its maps are not read

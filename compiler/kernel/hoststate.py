@@ -213,16 +213,21 @@ def read_state(
     )
 
 
-def read_live_ruleset(nft: Nft | None = None) -> tuple[dict[str, Any], str]:
+def read_live_ruleset(
+    nft: Nft | None = None, own_table: str | None = None
+) -> tuple[dict[str, Any], str]:
     """The kernel's ruleset of this network namespace, through libnftables: the JSON
     listing (read in parts, so that firewalld's owned table cannot cut it short) and the
-    text listing with handles (where iptables-nft's xt matches show what they match)."""
+    text listing with handles (where iptables-nft's xt matches show what they match).
+    Of nftfwd's own table only the chains are read: its maps can be large, and doctor
+    judges the other tables."""
     nft = nft if nft is not None else Nft()
-    return nft.list_ruleset_parts(), nft.list_ruleset_text()
+    own = ("inet", own_table) if own_table else None
+    return nft.list_ruleset_parts(skip_sets_of=own), nft.list_ruleset_text(skip=own)
 
 
 def examine(host: Host, own_table: str, *, nftables_conf: str = NFTABLES_CONF) -> list[Finding]:
     """doctor on this host: read the live ruleset and host state, then judge them."""
-    ruleset, text = read_live_ruleset()
+    ruleset, text = read_live_ruleset(own_table=own_table)
     state = read_state(host, nftables_conf=nftables_conf)
     return diagnose(host, own_table, ruleset, state, ruleset_text=text)

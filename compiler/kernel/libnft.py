@@ -95,7 +95,7 @@ class Nft:
         output = self._run("list ruleset", json_output=True, what="listing the ruleset")
         return json.loads(output) if output.strip() else {"nftables": []}
 
-    def list_ruleset_parts(self) -> dict[str, Any]:
+    def list_ruleset_parts(self, skip_sets_of: tuple[str, str] | None = None) -> dict[str, Any]:
         """Every table, chain, rule, set and map, as `nft -j list ruleset` lists them, but
         read so that no table object is ever printed as JSON: nft 1.0.6 prints a table's
         `flags owner` (firewalld 2.x) as garbage or cuts the listing there. Tables come
@@ -110,7 +110,10 @@ class Nft:
             if rc != 0 or not isinstance(output, dict):
                 self._raise("listing a chain", str(error), json.dumps(key))
             items += [i for i in output.get("nftables", []) if "chain" in i or "rule" in i]
-        items += self._json_items("list sets") + self._json_items("list maps")
+        for item in self._json_items("list sets") + self._json_items("list maps"):
+            body = item.get("set") or item.get("map") or {}
+            if (body.get("family"), body.get("table")) != skip_sets_of:
+                items.append(item)
         return {"nftables": items}
 
     def tables(self) -> list[tuple[str, str]]:
@@ -130,11 +133,16 @@ class Nft:
             ) from None
         return [i for i in items if isinstance(i, dict) and "metainfo" not in i]
 
-    def list_ruleset_text(self) -> str:
-        """The ruleset as `nft -a list ruleset` prints it: text, with each rule's handle."""
+    def list_ruleset_text(self, skip: tuple[str, str] | None = None) -> str:
+        """The ruleset as `nft -a list ruleset` prints it (text, with each rule's handle),
+        less the table `skip`."""
         self._ctx.set_handle_output(True)
         try:
-            return self._run("list ruleset", json_output=False, what="listing the ruleset")
+            return "".join(
+                self._run(f"list table {family} {name}", json_output=False, what="listing")
+                for family, name in self.tables()
+                if (family, name) != skip
+            )
         finally:
             self._ctx.set_handle_output(False)
 

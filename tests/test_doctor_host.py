@@ -370,7 +370,8 @@ LISTING = {"nftables": [{"metainfo": {"version": "1.0.6"}}]}
 class FakeNft:
     """Stands in for nftfwd.kernel.libnft.Nft."""
 
-    skipped: list[tuple[str, str] | None] = []
+    def __init__(self) -> None:
+        self.skipped: list[tuple[str, str] | None] = []
 
     def list_ruleset_parts(self, skip_sets_of: tuple[str, str] | None = None) -> dict[str, Any]:
         self.skipped.append(skip_sets_of)

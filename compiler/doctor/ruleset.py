@@ -240,7 +240,10 @@ def analyse_ruleset(
     drops: dict[tuple[str, str, str, int, str], Hit] = {}
     dnats: dict[tuple[str, str, str, int], Hit] = {}
     masqs: dict[tuple[str, str, str], Hit] = {}
-    for flow in build_flows(host, bridged, addresses):
+    # No other table hooks in where nftfwd's traffic passes: nothing to judge, and no
+    # need to describe every forward's flows (the cost of this function at scale).
+    flows = build_flows(host, bridged, addresses) if bases else []
+    for flow in flows:
         for base in bases:
             if base.family not in (flow.mid.family, "inet") or base.hook not in flow.hooks:
                 continue

@@ -13,7 +13,8 @@ is read although nft 1.0.6 cuts the ruleset's JSON listing there, and its fix go
 through its owner. Everything runs inside the topology's namespaces (`ip netns exec`),
 never in the root namespace.
 
-The shapes of the foreign rules are those of tests/data/doctor/make_fixtures.sh.
+The foreign rules are the files in tests/data/doctor/setups/, which
+tests/data/doctor/make_fixtures.sh loads too.
 """
 
 from __future__ import annotations
@@ -38,164 +39,25 @@ NO_FLUSH = "table inet filter {\n}\n"  # an nftables.conf that keeps other table
 
 # --- the foreign setups -----------------------------------------------------------------
 
-LIBVIRT_IPTABLES = """*filter
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:LIBVIRT_FWI - [0:0]
-:LIBVIRT_FWO - [0:0]
-:LIBVIRT_FWX - [0:0]
-:LIBVIRT_INP - [0:0]
-:LIBVIRT_OUT - [0:0]
--A INPUT -j LIBVIRT_INP
--A FORWARD -j LIBVIRT_FWX
--A FORWARD -j LIBVIRT_FWI
--A FORWARD -j LIBVIRT_FWO
--A OUTPUT -j LIBVIRT_OUT
--A LIBVIRT_FWI -d 192.168.122.0/24 -o virbr0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A LIBVIRT_FWI -o virbr0 -j REJECT --reject-with icmp-port-unreachable
--A LIBVIRT_FWO -s 192.168.122.0/24 -i virbr0 -j ACCEPT
--A LIBVIRT_FWO -i virbr0 -j REJECT --reject-with icmp-port-unreachable
--A LIBVIRT_FWX -i virbr0 -o virbr0 -j ACCEPT
--A LIBVIRT_INP -i virbr0 -p udp -m udp --dport 53 -j ACCEPT
--A LIBVIRT_INP -i virbr0 -p tcp -m tcp --dport 53 -j ACCEPT
--A LIBVIRT_INP -i virbr0 -p udp -m udp --dport 67 -j ACCEPT
--A LIBVIRT_INP -i virbr0 -p tcp -m tcp --dport 67 -j ACCEPT
--A LIBVIRT_OUT -o virbr0 -p udp -m udp --dport 53 -j ACCEPT
--A LIBVIRT_OUT -o virbr0 -p tcp -m tcp --dport 53 -j ACCEPT
--A LIBVIRT_OUT -o virbr0 -p udp -m udp --dport 68 -j ACCEPT
--A LIBVIRT_OUT -o virbr0 -p tcp -m tcp --dport 68 -j ACCEPT
-COMMIT
-*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:LIBVIRT_PRT - [0:0]
--A POSTROUTING -j LIBVIRT_PRT
--A LIBVIRT_PRT -s 192.168.122.0/24 -d 224.0.0.0/24 -j RETURN
--A LIBVIRT_PRT -s 192.168.122.0/24 -d 255.255.255.255/32 -j RETURN
--A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -p tcp -j MASQUERADE --to-ports 1024-65535
--A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -p udp -j MASQUERADE --to-ports 1024-65535
--A LIBVIRT_PRT -s 192.168.122.0/24 ! -d 192.168.122.0/24 -j MASQUERADE
-COMMIT
-*mangle
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:FORWARD ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:LIBVIRT_PRT - [0:0]
--A POSTROUTING -j LIBVIRT_PRT
--A LIBVIRT_PRT -o virbr0 -p udp -m udp --dport 68 -j CHECKSUM --checksum-fill
-COMMIT
-"""
+SETUPS = Path(__file__).parent / "data" / "doctor" / "setups"
+
+
+def load_setup(topo: Topology, name: str) -> None:
+    """Load setups/NAME into the host namespace as make_fixtures.sh does: a .rules file
+    with iptables-nft-restore, a .nft file with nft -f."""
+    text = (SETUPS / name).read_text()
+    if name.endswith(".rules"):
+        topo.run("host", ["iptables-nft-restore"], input=text)
+    else:
+        topo.load_ruleset(text)
+
+
 # What libvirt removes when the network leaves NAT mode: its rules (it keeps its chains).
 LIBVIRT_IPTABLES_RULES = [
     ("filter", "LIBVIRT_FWI"), ("filter", "LIBVIRT_FWO"), ("filter", "LIBVIRT_FWX"),
     ("filter", "LIBVIRT_INP"), ("filter", "LIBVIRT_OUT"), ("nat", "LIBVIRT_PRT"),
     ("mangle", "LIBVIRT_PRT"),
 ]  # fmt: skip
-
-LIBVIRT_NFTABLES = """
-table ip libvirt_network {
-    chain forward {
-        type filter hook forward priority filter; policy accept;
-        counter jump guest_cross
-        counter jump guest_input
-        counter jump guest_output
-    }
-    chain guest_output {
-        ip saddr 192.168.122.0/24 iif "virbr0" counter accept
-        iif "virbr0" counter reject
-    }
-    chain guest_input {
-        oif "virbr0" ip daddr 192.168.122.0/24 ct state related,established counter accept
-        oif "virbr0" counter reject
-    }
-    chain guest_cross {
-        iif "virbr0" oif "virbr0" counter accept
-    }
-    chain guest_nat {
-        type nat hook postrouting priority srcnat; policy accept;
-        ip saddr 192.168.122.0/24 ip daddr 224.0.0.0/24 counter return
-        ip saddr 192.168.122.0/24 ip daddr 255.255.255.255/32 counter return
-        meta l4proto tcp ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade to :1024-65535
-        meta l4proto udp ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade to :1024-65535
-        ip saddr 192.168.122.0/24 ip daddr != 192.168.122.0/24 counter masquerade
-    }
-}
-table ip6 libvirt_network {
-    chain forward {
-        type filter hook forward priority filter; policy accept;
-        counter jump guest_cross
-        counter jump guest_input
-        counter jump guest_output
-    }
-    chain guest_output { }
-    chain guest_input { }
-    chain guest_cross { }
-    chain guest_nat {
-        type nat hook postrouting priority srcnat; policy accept;
-    }
-}
-"""  # noqa: E501
-
-DOCKER = """*filter
-:INPUT ACCEPT [0:0]
-:FORWARD DROP [0:0]
-:OUTPUT ACCEPT [0:0]
-:DOCKER - [0:0]
-:DOCKER-BRIDGE - [0:0]
-:DOCKER-CT - [0:0]
-:DOCKER-FORWARD - [0:0]
-:DOCKER-ISOLATION-STAGE-1 - [0:0]
-:DOCKER-ISOLATION-STAGE-2 - [0:0]
-:DOCKER-USER - [0:0]
--A FORWARD -j DOCKER-USER
--A FORWARD -j DOCKER-FORWARD
--A DOCKER -d 172.17.0.2/32 ! -i docker0 -o docker0 -p tcp -m tcp --dport 80 -j ACCEPT
--A DOCKER ! -i docker0 -o docker0 -j DROP
--A DOCKER-BRIDGE -o docker0 -j DOCKER
--A DOCKER-CT -o docker0 -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT
--A DOCKER-FORWARD -j DOCKER-CT
--A DOCKER-FORWARD -j DOCKER-ISOLATION-STAGE-1
--A DOCKER-FORWARD -j DOCKER-BRIDGE
--A DOCKER-FORWARD -i docker0 -j ACCEPT
--A DOCKER-ISOLATION-STAGE-1 -i docker0 ! -o docker0 -j DOCKER-ISOLATION-STAGE-2
--A DOCKER-ISOLATION-STAGE-2 -o docker0 -j DROP
-COMMIT
-*nat
-:PREROUTING ACCEPT [0:0]
-:INPUT ACCEPT [0:0]
-:OUTPUT ACCEPT [0:0]
-:POSTROUTING ACCEPT [0:0]
-:DOCKER - [0:0]
--A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER
--A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER
--A POSTROUTING -s 172.17.0.0/16 ! -o docker0 -j MASQUERADE
--A DOCKER -i docker0 -j RETURN
--A DOCKER ! -i docker0 -p tcp -m tcp --dport 8080 -j DNAT --to-destination 172.17.0.2:80
-COMMIT
-"""
-
-ADMIN = """
-table inet filter {
-    chain input {
-        type filter hook input priority filter; policy drop;
-        ct state established,related accept
-        iif "lo" accept
-        tcp dport 22 accept
-    }
-    chain forward {
-        type filter hook forward priority filter; policy drop;
-        ct state established,related accept
-    }
-    chain output {
-        type filter hook output priority filter; policy accept;
-    }
-}
-"""
 
 # --- doctor's output ----------------------------------------------------------------------
 
@@ -319,7 +181,7 @@ def run_fix(topo: Topology, finding: Reported) -> None:
 
 @dataclass(frozen=True)
 class Foreign:
-    setup: Callable[[Topology], None]
+    setup: str  # its file in SETUPS
     finding: str  # its id
     where: str  # table and chain, as doctor names them
     subject: str  # the start of the finding's subject (the rule, or the policy)
@@ -329,7 +191,7 @@ class Foreign:
 
 CASES = {
     "libvirt-iptables": Foreign(
-        lambda topo: topo.run("host", ["iptables-nft-restore"], input=LIBVIRT_IPTABLES),
+        "libvirt-iptables.rules",
         "foreign-chain-rejects",
         "table ip filter, chain LIBVIRT_FWI",
         "table ip filter, chain LIBVIRT_FWI, rule 2 (handle ",
@@ -337,7 +199,7 @@ CASES = {
         remove_libvirt_iptables,
     ),
     "libvirt-nftables": Foreign(
-        lambda topo: topo.load_ruleset(LIBVIRT_NFTABLES),
+        "libvirt-nftables.nft",
         "foreign-chain-rejects",
         "table ip libvirt_network, chain guest_input",
         "table ip libvirt_network, chain guest_input, rule 2 (handle ",
@@ -345,7 +207,7 @@ CASES = {
         remove_libvirt_nftables,
     ),
     "docker": Foreign(
-        lambda topo: topo.run("host", ["iptables-nft-restore"], input=DOCKER),
+        "docker.rules",
         "foreign-policy-drop",
         "table ip filter, chain FORWARD",
         "table ip filter, chain FORWARD, policy drop",
@@ -353,7 +215,7 @@ CASES = {
         run_fix,
     ),
     "admin-policy-drop": Foreign(
-        lambda topo: topo.load_ruleset(ADMIN),
+        "admin-policy-drop.nft",
         "foreign-policy-drop",
         "table inet filter, chain forward",
         "table inet filter, chain forward, policy drop",
@@ -374,7 +236,7 @@ def test_foreign_rules_break_the_forward_doctor_names_them_and_its_fix_works(
         everything = [make(topo) for make in TRAFFIC.values()]
         expect_reached(topo, everything)  # the control: nftfwd's rules alone work
 
-        case.setup(topo)
+        load_setup(topo, case.setup)
         broken = [(TRAFFIC[kind](topo)[0], errors) for kind, errors in case.broken.items()]
         expect_failures(topo, broken)
         working = [TRAFFIC[kind](topo) for kind in TRAFFIC if kind not in case.broken]

@@ -8,7 +8,6 @@ from nftfwd.ir import Table
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
 from nftfwd.render_json import render_json
-from nftfwd.render_nft import render_nft
 
 OutputFormat = Literal["nft", "json"]
 
@@ -18,4 +17,8 @@ def compile_host(model: Model, host: Host) -> Table:
 
 
 def render(table: Table, output: OutputFormat) -> str:
-    return render_nft(table) if output == "nft" else render_json(table)
+    if output == "json":
+        return render_json(table)
+    from nftfwd.render_nft import render_nft  # jinja2 only where nft text is wanted
+
+    return render_nft(table)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from nftfwd.model import Host
 from nftfwd.plan import ForwardChange, Target
 
 GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"
@@ -106,3 +107,16 @@ def format_markdown(diffs: list[HostDiff]) -> str:
                 "",
             ]
     return "\n".join(out) + "\n"
+
+
+def guest_names(*hosts: Host | None) -> dict[str, str]:
+    names: dict[str, str] = {}
+    for host in hosts:
+        if host is None:
+            continue
+        for bridge in host.bridges:
+            for guest in bridge.guests:
+                for address in (guest.address, guest.address6):
+                    if address is not None:
+                        names[str(address)] = guest.name
+    return names

@@ -2,25 +2,12 @@
 
 from __future__ import annotations
 
-from nftfwd.diffview import HostDiff
+from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
 from nftfwd.plan import compare, forwards_of, rules_diff
 from nftfwd.render_json import batch
 from nftfwd.render_nft import render_nft
-
-
-def guest_names(*hosts: Host | None) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for host in hosts:
-        if host is None:
-            continue
-        for bridge in host.bridges:
-            for guest in bridge.guests:
-                for address in (guest.address, guest.address6):
-                    if address is not None:
-                        names[str(address)] = guest.name
-    return names
 
 
 def _find(model: Model, name: str) -> Host | None:

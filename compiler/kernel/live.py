@@ -5,14 +5,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from nftfwd.diffview import HostDiff
+from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.ir import Table
 from nftfwd.kernel.libnft import Nft
 from nftfwd.kernel.sandbox import kernel_text
 from nftfwd.model import Host
 from nftfwd.plan import compare, forwards_of, rules_diff
 from nftfwd.render_json import batch, render_json
-from nftfwd.review import guest_names
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,6 @@ from nftfwd.kernel.live import canonical, live_diff, read_live, read_live_text
 from nftfwd.kernel.state import exclusive_lock, restore_script, state_dir
 from nftfwd.model import Host
 from nftfwd.render_json import batch
-from nftfwd.render_nft import render_nft
 
 APPLIED, DECLINED, ERROR, ROLLED_BACK = 0, 1, 2, 3
 PENDING = "pending-confirm.json"
@@ -117,6 +116,8 @@ def _refusal_reported(table: Table) -> Iterator[None]:
 def _refused_rule(table: Table) -> str:
     """libnftables locates errors only in text input: dry-run the same table as nft text
     against this kernel, so the message can quote the line it refused."""
+    from nftfwd.render_nft import render_nft  # jinja2: only on this rare path
+
     script = render_nft(table)
     try:
         with tempfile.NamedTemporaryFile("w", suffix=".nft") as file:

@@ -1,23 +1,29 @@
 """A throwaway network namespace with an empty ruleset, for the kernel's view of a script.
 
-`unshare -Urn` needs no root where unprivileged user namespaces are allowed. The
-child process is this module; it loads what it reads on stdin and prints the result.
+A forked child enters a new network namespace (and, without root, a new user namespace
+mapping it to root there, as `unshare -Urn` does), loads the script through
+libnftables, sends back what was asked, and exits; the namespace goes with it. Forking
+costs no second interpreter start. As root no user namespace is made: inside one, nft
+cannot enlarge its netlink buffer and batches of a few thousand elements fail with
+"Message too long".
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import os
-import subprocess
-import sys
+import signal
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 from nftfwd.errors import NftfwdError
 from nftfwd.kernel.libnft import KernelRefused, Nft
 
 ScriptFormat = Literal["nft", "json"]
 TIMEOUT_S = 60
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+REFUSED, FAILED = 3, 4
 
 
 @dataclass(frozen=True)
@@ -30,64 +36,84 @@ class Listing:
 
 def kernel_listing(script: str, fmt: ScriptFormat, family: str, table: str) -> Listing:
     """Load `script` into an empty namespace; return the kernel's listing of `table`."""
-    data = json.loads(_run(["load", fmt, family, table, "json+text"], script))
+    data = _in_sandbox(script, fmt, family, table, with_json=True)
     return Listing(data["json"], data["text"])
 
 
 def kernel_text(script: str, fmt: ScriptFormat, family: str, table: str) -> str:
     """Only the kernel's text of `table` after loading `script` (half the listing work)."""
-    return str(json.loads(_run(["load", fmt, family, table, "text"], script))["text"])
+    return str(_in_sandbox(script, fmt, family, table, with_json=False)["text"])
 
 
 def kernel_check(script: str, fmt: ScriptFormat) -> None:
     """Have the kernel accept `script` in an empty namespace, then throw it away."""
-    _run(["load", fmt, "-", "-", "none"], script)
+    _in_sandbox(script, fmt, None, None, with_json=False)
 
 
-def _run(args: list[str], stdin: str) -> str:
-    # Root needs no user namespace; inside one, nft cannot enlarge its netlink buffer
-    # and batches of a few thousand elements fail with "Message too long".
-    isolation = ["--net"] if os.geteuid() == 0 else ["--user", "--map-root-user", "--net"]
-    argv = ["unshare", *isolation, sys.executable, "-m", "nftfwd.kernel.sandbox", *args]
-    try:
-        proc = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, timeout=TIMEOUT_S, check=False
-        )
-    except FileNotFoundError:
-        raise NftfwdError("`unshare` (util-linux) is needed to check rules safely.") from None
-    except subprocess.TimeoutExpired:
-        raise NftfwdError(f"the kernel check took longer than {TIMEOUT_S} s.") from None
-    if proc.returncode == 3:
-        message = proc.stderr.strip().replace("the transaction", "the compiled rules")
-        raise KernelRefused(message, stdin)
-    if proc.returncode != 0:
+def _in_sandbox(
+    script: str, fmt: ScriptFormat, family: str | None, table: str | None, *, with_json: bool
+) -> dict[str, Any]:
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never returns
+        os.close(read_end)
+        _child(write_end, script, fmt, family, table, with_json)
+    os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        payload = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    message = payload.decode("utf-8", "replace")
+    if code == REFUSED:
+        raise KernelRefused(message.replace("the transaction", "the compiled rules"), script)
+    if code != 0:
         raise NftfwdError(
             "cannot make a throwaway network namespace to check the rules "
-            f"({proc.stderr.strip() or 'unshare failed'}); run as root, or allow "
-            "unprivileged user namespaces (sysctl kernel.unprivileged_userns_clone=1)."
+            f"({message or f'exit {code}'}); run as root, or allow unprivileged user "
+            "namespaces (sysctl kernel.unprivileged_userns_clone=1)."
         )
-    return proc.stdout
+    result: dict[str, Any] = json.loads(payload) if payload else {}
+    return result
 
 
-def _child(argv: list[str]) -> int:
-    _, fmt, family, table, listing_kind = argv
-    script = sys.stdin.read()
-    nft = Nft()
+def _child(
+    out: int, script: str, fmt: ScriptFormat, family: str | None, table: str | None,
+    with_json: bool,
+) -> None:  # fmt: skip
+    code = FAILED
+    reply = b""
     try:
+        signal.alarm(TIMEOUT_S)
+        _enter_empty_netns()
+        nft = Nft()
         if fmt == "json":
             nft.apply_json(json.loads(script))
         else:
             nft.apply_text(script)
+        listing: dict[str, object] = {}
+        if family is not None and table is not None:
+            listing["text"] = nft.list_table_text(family, table) or ""
+            if with_json:
+                listing["json"] = nft.list_ruleset()  # only this table exists here
+        reply, code = json.dumps(listing).encode(), 0
     except KernelRefused as err:
-        print(str(err), file=sys.stderr)
-        return 3
-    if listing_kind != "none":
-        listing: dict[str, object] = {"text": nft.list_table_text(family, table) or ""}
-        if listing_kind == "json+text":
-            listing["json"] = nft.list_ruleset()  # only this table exists here
-        json.dump(listing, sys.stdout)
-    return 0
+        reply, code = str(err).encode(), REFUSED
+    except BaseException as err:  # the parent reports it; a child must never return
+        reply = str(err).encode()
+    finally:
+        with os.fdopen(out, "wb") as pipe:
+            pipe.write(reply)
+        os._exit(code)
 
 
-if __name__ == "__main__":
-    sys.exit(_child(sys.argv[1:]))
+def _enter_empty_netns() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    uid, gid = os.geteuid(), os.getegid()
+    flags = CLONE_NEWNET if uid == 0 else CLONE_NEWUSER | CLONE_NEWNET
+    if libc.unshare(flags) != 0:
+        raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+    if uid != 0:  # become root of the new user namespace, as `unshare -r` does
+        for name, text in (("setgroups", "deny"), ("uid_map", f"0 {uid} 1"),
+                           ("gid_map", f"0 {gid} 1")):  # fmt: skip
+            with open(f"/proc/self/{name}", "w") as file:
+                file.write(text)

@@ -75,16 +75,16 @@ def _hook(netns: str, model: Path, state: Path, *args: str) -> subprocess.Comple
     )
 
 
+def _tables(netns: str) -> str:
+    argv = ["ip", "netns", "exec", netns, "nft", "list", "tables"]
+    return subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+
+
 @pytest.mark.kernel
 def test_hook_reloads_when_libvirt_starts_a_network(netns: str, tmp_path: Path) -> None:
     result = _hook(netns, HOMELAB, tmp_path / "state", "default", "started", "begin", "-")
     assert result.returncode == 0, result.stderr
-    listed = subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "list", "tables"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listed = _tables(netns)
     assert "table inet nftfwd" in listed
 
 
@@ -95,10 +95,5 @@ def test_hook_never_fails_libvirt_even_with_a_broken_model(netns: str, tmp_path:
     result = _hook(netns, bad, tmp_path / "state", "default", "updated", "begin", "-")
     assert result.returncode == 0
     assert "Traceback" not in result.stderr
-    listed = subprocess.run(
-        ["ip", "netns", "exec", netns, "nft", "list", "tables"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    listed = _tables(netns)
     assert listed == ""

@@ -325,26 +325,11 @@ def _forward(host: Host, families: tuple[Family, ...]) -> Chain:
         Rule((DNATED, Verdict("accept")), "connections a forward sent to a guest"),
     ]
     for bridge in sorted(host.bridges, key=lambda b: b.name):
-        rules.append(
-            Rule(
-                (
-                    Match(Meta("iifname"), IfName(bridge.name)),
-                    Match(Meta("oifname"), IfName(bridge.name)),
-                    Verdict("accept"),
-                ),
-                f"guests of {bridge.name} reach each other",
-            )
-        )
-        rules.append(
-            Rule(
-                (
-                    Match(Meta("iifname"), IfName(bridge.name)),
-                    Match(Meta("oifname"), _ifnames(host.uplinks)),
-                    Verdict("accept"),
-                ),
-                f"guests of {bridge.name} reach the outside",
-            )
-        )
+        leaving = Match(Meta("iifname"), IfName(bridge.name))
+        for towards, what in ((IfName(bridge.name), "each other"),
+                              (_ifnames(host.uplinks), "the outside")):  # fmt: skip
+            rules.append(Rule((leaving, Match(Meta("oifname"), towards), Verdict("accept")),
+                              f"guests of {bridge.name} reach {what}"))  # fmt: skip
     for family in families:
         rules.append(
             Rule(

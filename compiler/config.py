@@ -51,7 +51,7 @@ def select_host(model: Model, name: str | None, hostname: str | None = None) -> 
     short = full.split(".")[0]
     for host in model.hosts:
         wanted = host.name.lower()
-        if wanted in (full, short) or (wanted.split(".")[0] == short and "." not in wanted):
+        if wanted in (full, short):
             return host
     raise NftfwdError(
         f"{model.source} describes several hosts ({names}) and none is named like this "

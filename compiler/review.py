@@ -5,13 +5,21 @@ from __future__ import annotations
 from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
-from nftfwd.plan import compare, forwards_of, rules_diff
+from nftfwd.plan import ForwardKey, Target, compare, forwards_of, rules_diff
 from nftfwd.render_json import batch
 from nftfwd.render_nft import render_nft
 
 
 def _find(model: Model, name: str) -> Host | None:
     return next((h for h in model.hosts if h.name == name), None)
+
+
+def _side(model: Model, host: Host | None) -> tuple[str, dict[ForwardKey, Target]]:
+    """One side of the comparison: its rules as nft text and its forwards."""
+    if host is None:
+        return "", {}
+    table = lower_host(model.table, host)
+    return render_nft(table), forwards_of(batch(table)["nftables"], model.table)
 
 
 def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]:
@@ -21,16 +29,8 @@ def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]
     diffs = []
     for name in names:
         before, after = _find(old, name), _find(new, name)
-        old_text = render_nft(lower_host(old.table, before)) if before else ""
-        new_text = render_nft(lower_host(new.table, after)) if after else ""
-        old_fwd = (
-            forwards_of(batch(lower_host(old.table, before))["nftables"], old.table)
-            if before
-            else {}
-        )
-        new_fwd = (
-            forwards_of(batch(lower_host(new.table, after))["nftables"], new.table) if after else {}
-        )
+        old_text, old_fwd = _side(old, before)
+        new_text, new_fwd = _side(new, after)
         diffs.append(
             HostDiff(
                 host=name,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 
 from nftfwd.kernel.libnft import Nft
@@ -13,8 +14,6 @@ def check_script(script: str, fmt: ScriptFormat) -> None:
     if os.geteuid() == 0:
         nft = Nft(dry_run=True)
         if fmt == "json":
-            import json
-
             nft.apply_json(json.loads(script))
         else:
             nft.apply_text(script)

@@ -164,6 +164,4 @@ class Nft:
             ) from None
 
     def has_table(self, family: str, name: str) -> bool:
-        # The text listing: the JSON one mangles tables with `flags owner` on nft 1.0.6.
-        output = self._run("list tables", json_output=False, what="listing the tables")
-        return f"table {family} {name}" in output.splitlines()
+        return (family, name) in self.tables()

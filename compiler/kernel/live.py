@@ -20,10 +20,6 @@ class LiveTable:
     text: str | None  # None: the table does not exist
 
 
-def read_live_text(nft: Nft, table: Table) -> str | None:
-    return nft.list_table_text(table.family, table.name)
-
-
 def read_live(nft: Nft, table: Table) -> LiveTable:
     text = nft.list_table_text(table.family, table.name)
     if text is None:

@@ -25,12 +25,12 @@ from nftfwd.files import write_atomically
 from nftfwd.ir import Table
 from nftfwd.kernel.conntrack import forget_flows
 from nftfwd.kernel.libnft import KernelRefused, Nft
-from nftfwd.kernel.live import canonical, live_diff, read_live, read_live_text
+from nftfwd.kernel.live import canonical, live_diff, read_live
 from nftfwd.kernel.state import exclusive_lock, restore_script, state_dir
 from nftfwd.model import Host
 from nftfwd.render_json import batch
 
-APPLIED, DECLINED, ERROR, ROLLED_BACK = 0, 1, 2, 3
+APPLIED, DECLINED, ROLLED_BACK = 0, 1, 3  # 2: an NftfwdError, raised
 PENDING = "pending-confirm.json"
 CONFIRMED = "confirmed"
 
@@ -73,7 +73,7 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         say(f"applying table inet {table.name} in one transaction...")
         with _refusal_reported(table):
             nft.apply_json(batch(table), f"the new table inet {table.name}")
-        after = read_live_text(nft, table)
+        after = nft.list_table_text(table.family, table.name)
         if after != compiled:
             nft.apply_text(previous, "restoring the previous table")
             raise NftfwdError(

@@ -129,10 +129,10 @@ def diff(
         diffs = models_diff(load_model(old), load_model(model_path(model)), host)
     else:
         from nftfwd.kernel.libnft import Nft
-        from nftfwd.kernel.live import canonical, live_diff, read_live
+        from nftfwd.kernel.live import compiled_side, live_diff, read_live
 
         _, chosen, table = _compiled(model, host)
-        diffs = [live_diff(chosen, table, read_live(Nft(), table), canonical(table))]
+        diffs = [live_diff(chosen, table, read_live(Nft(), table), compiled_side(table))]
     if output_format is DiffFormat.markdown:
         sys.stdout.write(format_markdown(diffs))
     else:

@@ -4,29 +4,32 @@ a pull request."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from nftfwd.model import Host
-from nftfwd.plan import ForwardChange, Target
+from nftfwd.plan import ElementChange, ForwardChange, Target
 
 GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"
 FAMILY = {"ip": "IPv4", "ip6": "IPv6"}
 COLOR_OF = {"+": GREEN, "-": RED, "~": YELLOW}
+ELEMENTS_SHOWN = 10  # per set or map; the forwards above say the rest in the model's terms
 
 
 @dataclass(frozen=True)
 class HostDiff:
-    """The difference for one host: forwards, and the rules as the kernel lists them."""
+    """The difference for one host: forwards, the rules as the kernel lists them, and the
+    elements of the table's sets and maps (when the rules are its outline)."""
 
     host: str
     table: str
     forwards: list[ForwardChange]
     rules: list[str]
     guest_names: Mapping[str, str]  # guest address -> name, from the model(s)
+    elements: list[ElementChange] = field(default_factory=list)
 
     @property
     def changed(self) -> bool:
-        return bool(self.forwards or self.rules)
+        return bool(self.forwards or self.rules or self.elements)
 
 
 def _ports(first: int, last: int, offset: int = 0) -> str:
@@ -77,7 +80,27 @@ def format_text(diff: HostDiff, color: bool) -> str:
             code = {"+": GREEN, "-": RED, "@": YELLOW}.get(line[:1], "")
             is_header = line.startswith(("+++", "---"))
             lines.append(paint(BOLD if is_header else code, line) if code or is_header else line)
+    if diff.elements:
+        lines.append("elements:")
+        lines += [
+            paint(COLOR_OF.get(line[:1], ""), line) if line[:1] in "+-" else line
+            for line in element_lines(diff.elements)
+        ]
     return "\n".join(lines) + "\n"
+
+
+def element_lines(changes: list[ElementChange]) -> list[str]:
+    """`+ NAME { ELEMENT }` per change, at most ELEMENTS_SHOWN of a set, then a count."""
+    lines: list[str] = []
+    by_owner: dict[str, list[ElementChange]] = {}
+    for change in changes:
+        by_owner.setdefault(change.owner, []).append(change)
+    for owner, owned in by_owner.items():
+        lines += [f"  {c.change} {owner} {{ {c.element} }}" for c in owned[:ELEMENTS_SHOWN]]
+        if len(owned) > ELEMENTS_SHOWN:
+            added = sum(1 for c in owned if c.change == "+")
+            lines.append(f"  ... {owner}: {added} added and {len(owned) - added} removed in all")
+    return lines
 
 
 def format_markdown(diffs: list[HostDiff]) -> str:
@@ -95,12 +118,13 @@ def format_markdown(diffs: list[HostDiff]) -> str:
                 f"| {word[c.change]} | {describe(c, diff.guest_names)} |" for c in diff.forwards
             ]
             out.append("")
-        if diff.rules:
+        if diff.rules or diff.elements:
             out += [
                 "<details><summary>rules diff</summary>",
                 "",
                 "```diff",
                 *diff.rules,
+                *(line.strip() for line in element_lines(diff.elements)),
                 "```",
                 "",
                 "</details>",

@@ -8,6 +8,7 @@ side go through one reader.
 from __future__ import annotations
 
 import difflib
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -141,3 +142,64 @@ def rules_diff(old_text: str, new_text: str, old_name: str, new_name: str) -> li
             old_text.splitlines(), new_text.splitlines(), old_name, new_name, lineterm=""
         )
     )
+
+
+@dataclass(frozen=True, order=True)
+class ElementChange:
+    change: Literal["+", "-"]
+    owner: str  # the named set or map
+    element: str  # as nft writes it
+
+
+def elements_of(json_objects: Iterable[Any], table: str) -> dict[str, frozenset[str]]:
+    """The elements of each named set and map of `table`, by name, each as JSON with
+    sorted keys, from the kernel's listing or from a batch (see forwards_of)."""
+    found: dict[str, frozenset[str]] = {}
+    for obj in json_objects:
+        body = obj.get("add", obj) if isinstance(obj, dict) else None
+        if not isinstance(body, dict):
+            continue
+        for kind in ("set", "map"):
+            named = body.get(kind)
+            if isinstance(named, dict) and named.get("table") == table:
+                found[named["name"]] = frozenset(
+                    json.dumps(element, sort_keys=True) for element in named.get("elem", [])
+                )
+    return found
+
+
+def compare_elements(
+    old: dict[str, frozenset[str]], new: dict[str, frozenset[str]]
+) -> list[ElementChange]:
+    changes: list[ElementChange] = []
+    for owner in old.keys() | new.keys():
+        before, after = old.get(owner, frozenset()), new.get(owner, frozenset())
+        changes += [ElementChange("-", owner, _text(element)) for element in before - after]
+        changes += [ElementChange("+", owner, _text(element)) for element in after - before]
+    return sorted(changes, key=lambda c: (c.owner, c.element, c.change))
+
+
+def _text(encoded: str) -> str:
+    """One element of a set (a value) or a map (a [key, data] pair) in nft's syntax."""
+    element = json.loads(encoded)
+    if isinstance(element, list) and len(element) == 2:
+        return f"{_value_text(element[0])} : {_value_text(element[1])}"
+    return _value_text(element)
+
+
+def _value_text(value: Any) -> str:
+    if not isinstance(value, dict):
+        return str(value)
+    if "concat" in value:
+        return " . ".join(_value_text(part) for part in value["concat"])
+    if "prefix" in value:
+        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+    if "range" in value:
+        return "-".join(_value_text(end) for end in value["range"])
+    if "elem" in value:
+        return _value_text(value["elem"]["val"])
+    if len(value) == 1:  # a verdict: {"accept": null} or {"jump": {"target": "allow4_0"}}
+        ((verdict, target),) = value.items()
+        if target is None or (isinstance(target, dict) and "target" in target):
+            return verdict if target is None else f"{verdict} {target['target']}"
+    return json.dumps(value, sort_keys=True)

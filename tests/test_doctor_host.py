@@ -373,8 +373,8 @@ class FakeNft:
     def __init__(self) -> None:
         self.skipped: list[tuple[str, str] | None] = []
 
-    def list_ruleset_parts(self, skip_sets_of: tuple[str, str] | None = None) -> dict[str, Any]:
-        self.skipped.append(skip_sets_of)
+    def list_ruleset_parts(self, outline_only: tuple[str, str] | None = None) -> dict[str, Any]:
+        self.skipped.append(outline_only)
         return LISTING
 
     def list_ruleset_text(self, skip: tuple[str, str] | None = None) -> str:

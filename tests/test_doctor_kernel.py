@@ -253,7 +253,7 @@ def test_foreign_rules_break_the_forward_doctor_names_them_and_its_fix_works(
         case.fix(topo, found[0])
         expect_reached(topo, everything)
         after = doctor(topo, conf)
-        assert (after.returncode, after.stdout) == (0, "no findings\n")
+        assert (after.returncode, after.stdout) == (0, "no findings\n"), after.stdout
 
 
 @pytest.mark.kernel

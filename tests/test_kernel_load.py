@@ -50,13 +50,16 @@ class Namespace:
     def env(self) -> dict[str, str]:
         return {**os.environ, "NFTFWD_STATE_DIR": str(self.state), "NO_COLOR": "1"}
 
-    def ruleset(self) -> str:
+    def nft(self, *args: str) -> str:
         return subprocess.run(
-            ["ip", "netns", "exec", self.name, "nft", "list", "ruleset"],
+            ["ip", "netns", "exec", self.name, "nft", *args],
             capture_output=True,
             text=True,
             check=True,
         ).stdout
+
+    def ruleset(self) -> str:
+        return self.nft("list", "ruleset")
 
 
 @pytest.fixture
@@ -83,8 +86,25 @@ def test_load_then_diff_is_empty_and_a_second_load_changes_nothing(ns: Namespace
     assert (diff.returncode, diff.stdout) == (0, "host homelab, table inet nftfwd: no changes\n")
     again = ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes")
     assert again.returncode == 0 and "nothing to change" in again.stderr
-    last_good = (ns.state / "last-good.nft").read_text()
-    assert last_good.startswith("table inet nftfwd\ndelete table inet nftfwd\ntable inet nftfwd {")
+
+
+
+def test_the_kept_files_restore_the_last_good_and_the_previous_table(
+    ns: Namespace, tmp_path: Path
+) -> None:
+    assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
+    first = ns.ruleset()
+    changed = _changed_model(tmp_path)
+    assert ns.nftfwd("load", str(changed), "--atomic", "--yes").returncode == 0
+    second = ns.ruleset()
+    assert second != first
+    ns.nft("-j", "-f", str(ns.state / "previous.json"))
+    assert ns.ruleset() == first
+    assert ns.nftfwd("diff", str(HOMELAB)).returncode == 0
+    ns.nft("flush", "ruleset")
+    ns.nft("-j", "-f", str(ns.state / "last-good.json"))
+    assert ns.ruleset() == second
+    assert ns.nftfwd("diff", str(changed)).returncode == 0
 
 
 def test_dry_run_shows_the_change_and_changes_nothing(ns: Namespace, tmp_path: Path) -> None:
@@ -146,9 +166,10 @@ from nftfwd.errors import NftfwdError
 model = load_model(Path(sys.argv[1]))
 table = lower_host(model.table, model.hosts[0])
 # An IPv6 guest in an IPv4 map: libnftables refuses the whole batch.
-bad = dataclasses.replace(table.sets[0], elements=(dataclasses.replace(
-    table.sets[0].elements[0], data=IPv6Address("fd00::1")),))
-table = dataclasses.replace(table, sets=(bad, *table.sets[1:]))
+target = next(s for s in table.sets if s.name == "dnat_addr_any4")
+bad = dataclasses.replace(target, elements=(dataclasses.replace(
+    target.elements[0], data=IPv6Address("fd00::1")),))
+table = dataclasses.replace(table, sets=tuple(bad if s is target else s for s in table.sets))
 try:
     load(model.hosts[0], table, LoadOptions(yes=True))
 except NftfwdError as err:
@@ -177,8 +198,23 @@ def test_a_refused_transaction_leaves_the_host_as_it_was(ns: Namespace, tmp_path
         timeout=60,
     )
     assert result.returncode == 2, result.stderr
-    # Refused already in the throwaway namespace that canonicalises the compiled table.
-    assert "the kernel refused the compiled rules" in result.stderr
+    # The outline passed the throwaway namespace; the kernel refused the whole transaction.
+    assert "the kernel refused the new table inet nftfwd" in result.stderr
     assert "nothing was changed" in result.stderr
     assert "fd00::1" in (ns.state / "refused.json").read_text()
     assert ns.ruleset() == before
+
+
+def test_a_change_of_rules_shows_as_a_diff_of_the_outlines(ns: Namespace, tmp_path: Path) -> None:
+    assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
+    two_uplinks = tmp_path / "two-uplinks.yaml"
+    two_uplinks.write_text(
+        HOMELAB.read_text().replace("uplinks: [enp2s0]", "uplinks: [enp2s0, enp3s0]")
+    )
+    diff = ns.nftfwd("diff", str(two_uplinks))
+    assert diff.returncode == 1, diff.stderr
+    rules = diff.stdout.split("rules:\n", 1)[1]
+    assert rules.startswith("--- live\n+++ compiled\n@@ ")
+    added = [line for line in rules.splitlines() if line.startswith("+\t")]
+    assert added and all("enp3s0" in line for line in added), rules
+    assert "forwards:" not in diff.stdout and "elements:" not in diff.stdout

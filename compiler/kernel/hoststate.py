@@ -219,11 +219,11 @@ def read_live_ruleset(
     """The kernel's ruleset of this network namespace, through libnftables: the JSON
     listing (read in parts, so that firewalld's owned table cannot cut it short) and the
     text listing with handles (where iptables-nft's xt matches show what they match).
-    Of nftfwd's own table only the chains are read: its maps can be large, and doctor
-    judges the other tables."""
+    Of nftfwd's own table only the chains are read, without rules: its maps can be
+    large (see Nft.list_ruleset_parts), and doctor judges the other tables."""
     nft = nft if nft is not None else Nft()
     own = ("inet", own_table) if own_table else None
-    return nft.list_ruleset_parts(skip_sets_of=own), nft.list_ruleset_text(skip=own)
+    return nft.list_ruleset_parts(outline_only=own), nft.list_ruleset_text(skip=own)
 
 
 def examine(host: Host, own_table: str, *, nftables_conf: str = NFTABLES_CONF) -> list[Finding]:

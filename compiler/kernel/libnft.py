@@ -95,32 +95,64 @@ class Nft:
         output = self._run("list ruleset", json_output=True, what="listing the ruleset")
         return json.loads(output) if output.strip() else {"nftables": []}
 
-    def list_ruleset_parts(self, skip_sets_of: tuple[str, str] | None = None) -> dict[str, Any]:
+    def list_ruleset_parts(self, outline_only: tuple[str, str] | None = None) -> dict[str, Any]:
         """Every table, chain, rule, set and map, as `nft -j list ruleset` lists them, but
         read so that no table object is ever printed as JSON: nft 1.0.6 prints a table's
         `flags owner` (firewalld 2.x) as garbage or cuts the listing there. Tables come
-        from the text listing, each chain with its rules from its own listing (asked in
-        JSON: names that are keywords need no quoting), sets and maps from theirs."""
+        from the outline, each chain with its rules from its own listing (asked in JSON:
+        names that are keywords need no quoting), each set and map from its own.
+        Of the table `outline_only` (family, name) only the chains are read, without their
+        rules, and no set: listing anything inside a table makes nft 1.0.6 fetch every
+        element of that table's sets, and nftfwd's own maps are large."""
         items: list[Any] = [{"table": {"family": f, "name": n}} for f, n in self.tables()]
         for chain in self._json_items("list chains"):
             if "chain" not in chain:
                 continue
             key = {k: chain["chain"].get(k) for k in ("family", "table", "name")}
-            rc, output, error = self._ctx.json_cmd({"nftables": [{"list": {"chain": key}}]})
-            if rc != 0 or not isinstance(output, dict):
-                self._raise("listing a chain", str(error), json.dumps(key))
-            items += [i for i in output.get("nftables", []) if "chain" in i or "rule" in i]
-        for item in self._json_items("list sets") + self._json_items("list maps"):
-            body = item.get("set") or item.get("map") or {}
-            if (body.get("family"), body.get("table")) != skip_sets_of:
-                items.append(item)
+            if (key["family"], key["table"]) == outline_only:
+                items.append(chain)
+                continue
+            items += self._listed({"chain": key}, ("chain", "rule"))
+        self._ctx.set_terse_output(True)
+        try:
+            declared = self._json_items("list sets") + self._json_items("list maps")
+        finally:
+            self._ctx.set_terse_output(False)
+        for item in declared:
+            kind = "map" if "map" in item else "set"
+            body = item[kind]
+            if (body.get("family"), body.get("table")) != outline_only:
+                key = {k: body.get(k) for k in ("family", "table", "name")}
+                items += self._listed({kind: key}, (kind,))
         return {"nftables": items}
 
+    def _listed(self, what: dict[str, Any], kinds: tuple[str, ...]) -> list[Any]:
+        """The objects of the given kinds that `list` of one chain, set or map prints."""
+        rc, output, error = self._ctx.json_cmd({"nftables": [{"list": what}]})
+        if rc != 0 or not isinstance(output, dict):
+            self._raise("listing the ruleset", str(error), json.dumps(what))
+        return [i for i in output.get("nftables", []) if any(k in i for k in kinds)]
+
+    def outline(self) -> str:
+        """`nft -t list ruleset`: every table, chain and rule, and each set's declaration
+        without its elements. It costs the same at any size: nft 1.0.6 fetches every
+        set's elements for most other listings (`list tables` and `list chain` too), but
+        not for this one."""
+        terse = self._ctx.set_terse_output(True)
+        handles = self._ctx.set_handle_output(False)  # the same outline in every context
+        try:
+            return self._run("list ruleset", json_output=False, what="listing the ruleset")
+        finally:
+            self._ctx.set_terse_output(terse)
+            self._ctx.set_handle_output(handles)
+
     def tables(self) -> list[tuple[str, str]]:
-        """(family, name) of every table, from the text listing (see list_ruleset_parts)."""
-        output = self._run("list tables", json_output=False, what="listing the tables")
-        words = (line.split() for line in output.splitlines())
-        return [(w[1], w[2].strip('"')) for w in words if len(w) == 3 and w[0] == "table"]
+        """(family, name) of every table, from the outline (see list_ruleset_parts)."""
+        return list(table_outlines(self.outline()))
+
+    def table_outline(self, family: str, name: str) -> str | None:
+        """One table's part of the outline, or None when the table does not exist."""
+        return table_outlines(self.outline()).get((family, name))
 
     def _json_items(self, command: str) -> list[dict[str, Any]]:
         """The objects a listing without table objects prints (list chains, sets, maps)."""
@@ -136,12 +168,12 @@ class Nft:
     def list_ruleset_text(self, skip: tuple[str, str] | None = None) -> str:
         """The ruleset as `nft -a list ruleset` prints it (text, with each rule's handle),
         less the table `skip`."""
+        tables = [table for table in self.tables() if table != skip]
         self._ctx.set_handle_output(True)
         try:
             return "".join(
                 self._run(f"list table {family} {name}", json_output=False, what="listing")
-                for family, name in self.tables()
-                if (family, name) != skip
+                for family, name in tables
             )
         finally:
             self._ctx.set_handle_output(False)
@@ -165,3 +197,20 @@ class Nft:
 
     def has_table(self, family: str, name: str) -> bool:
         return (family, name) in self.tables()
+
+
+def table_outlines(listing: str) -> dict[tuple[str, str], str]:
+    """Each table's block of a ruleset listing, by (family, name). nft prints a table as
+    `table FAMILY NAME {` at the start of a line and ends it with `}` alone on a line."""
+    blocks: dict[tuple[str, str], str] = {}
+    current: list[str] = []
+    for line in listing.splitlines(keepends=True):
+        if current:
+            current.append(line)
+            if line.rstrip("\n") == "}":
+                words = current[0].split()
+                blocks[(words[1], words[2].strip('"'))] = "".join(current)
+                current = []
+        elif line.startswith("table ") and line.split()[3:4] == ["{"]:
+            current = [line]  # the header may end in a comment: `{ # progname firewalld`
+    return blocks

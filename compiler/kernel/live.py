@@ -1,47 +1,103 @@
-"""The live table on this host against the compiled one, both as the kernel lists them."""
+"""The live table on this host against the compiled one.
+
+A table is compared in two parts, so that no step costs more than reading each side once:
+its outline (chains, rules, set declarations) as the kernel prints it, which is small at
+any size, and the elements of its sets and maps, compared as data. nft 1.0.6 takes about
+four times as long to list 10,000 elements as to load them.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+from dataclasses import dataclass, replace
 from typing import Any
 
 from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.ir import Table
 from nftfwd.kernel.libnft import Nft
-from nftfwd.kernel.sandbox import kernel_text
+from nftfwd.kernel.sandbox import kernel_outline
 from nftfwd.model import Host
-from nftfwd.plan import compare, forwards_of, rules_diff
+from nftfwd.plan import compare, compare_elements, elements_of, forwards_of, rules_diff
 from nftfwd.render_json import batch, render_json
+
+Batch = dict[str, list[Any]]
 
 
 @dataclass(frozen=True)
 class LiveTable:
-    objects: list[Any]
-    text: str | None  # None: the table does not exist
+    objects: list[Any]  # the table's JSON listing
+    outline: str | None  # None: the table does not exist
 
 
 def read_live(nft: Nft, table: Table) -> LiveTable:
-    text = nft.list_table_text(table.family, table.name)
-    if text is None:
+    outline = nft.table_outline(table.family, table.name)
+    if outline is None:
         return LiveTable([], None)
-    return LiveTable(nft.list_table_json(table.family, table.name), text)
+    return LiveTable(nft.list_table_json(table.family, table.name), outline)
 
 
-def canonical(table: Table) -> str:
-    """The compiled table as the kernel would list it, from a throwaway namespace."""
-    return kernel_text(render_json(table), "json", table.family, table.name)
+@dataclass(frozen=True)
+class Compiled:
+    """What the live table is compared with: the compiled batch, its outline as the
+    kernel prints it, and the elements of its sets and maps."""
+
+    batch: Batch
+    outline: str
+    elements: dict[str, frozenset[str]]
 
 
-def live_diff(host: Host, table: Table, live: LiveTable, compiled_text: str) -> HostDiff:
+def compiled_side(table: Table) -> Compiled:
+    """The outline comes from a throwaway namespace, loaded without elements: it costs
+    the same at any size."""
+    commands = batch(table)
+    bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
+    outline = kernel_outline(render_json(bare), "json", table.family, table.name)
+    return Compiled(commands, outline, elements_of(commands["nftables"], table.name))
+
+
+def live_diff(host: Host, table: Table, live: LiveTable, compiled: Compiled) -> HostDiff:
     """Forwards from the live maps against the compiled batch (the same element encoding
-    as the kernel's listing), and the rules as the kernel lists each side."""
+    as the kernel's listing), the outlines, and every set's elements."""
     return HostDiff(
         host=host.name,
         table=table.name,
         forwards=compare(
             forwards_of(live.objects, table.name),
-            forwards_of(batch(table)["nftables"], table.name),
+            forwards_of(compiled.batch["nftables"], table.name),
         ),
-        rules=rules_diff(live.text or "", compiled_text, "live", "compiled"),
+        rules=rules_diff(live.outline or "", compiled.outline, "live", "compiled"),
         guest_names=guest_names(host),
+        elements=compare_elements(elements_of(live.objects, table.name), compiled.elements),
     )
+
+
+def holds(live: LiveTable, compiled: Compiled, table: Table) -> bool:
+    """Does the live table hold exactly the compiled one (read back after a load)?"""
+    return (
+        live.outline == compiled.outline
+        and elements_of(live.objects, table.name) == compiled.elements
+    )
+
+
+def batch_file(commands: Batch) -> str:
+    """A batch as a file for `nft -j -f`: one command a line (JSON with indentation is
+    written by the json module's slow Python encoder)."""
+    return '{"nftables": [\n' + ",\n".join(map(json.dumps, commands["nftables"])) + "\n]}\n"
+
+
+def restore_batch(table: Table, live: LiveTable) -> Batch:
+    """A transaction that puts the table back as `live` holds it (or removes it), in the
+    order the kernel needs: chains before the maps that jump to them, sets and maps before
+    the rules that use them. Handles go: in an `add rule` one names a position."""
+    ident = {"family": table.family, "name": table.name}
+    commands: list[Any] = [
+        {"metainfo": {"json_schema_version": 1}},
+        {"add": {"table": dict(ident)}},
+        {"delete": {"table": dict(ident)}},
+    ]
+    rank = {"table": 0, "chain": 1, "set": 3, "map": 3, "rule": 4}  # anything else: 2
+    objects = [o for o in live.objects if isinstance(o, dict) and "metainfo" not in o]
+    for obj in sorted(objects, key=lambda o: rank.get(next(iter(o)), 2)):
+        ((kind, body),) = obj.items()
+        commands.append({"add": {kind: {k: v for k, v in body.items() if k != "handle"}}})
+    return {"nftables": commands}

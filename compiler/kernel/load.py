@@ -25,13 +25,21 @@ from nftfwd.files import write_atomically
 from nftfwd.ir import Table
 from nftfwd.kernel.conntrack import forget_flows
 from nftfwd.kernel.libnft import KernelRefused, Nft
-from nftfwd.kernel.live import canonical, live_diff, read_live
-from nftfwd.kernel.state import exclusive_lock, restore_script, state_dir
+from nftfwd.kernel.live import (
+    batch_file,
+    compiled_side,
+    holds,
+    live_diff,
+    read_live,
+    restore_batch,
+)
+from nftfwd.kernel.state import exclusive_lock, state_dir
 from nftfwd.model import Host
-from nftfwd.render_json import batch
 
 APPLIED, DECLINED, ROLLED_BACK = 0, 1, 3  # 2: an NftfwdError, raised
 PENDING = "pending-confirm.json"
+# Restore either with `nft -j -f FILE`.
+PREVIOUS, LAST_GOOD = "previous.json", "last-good.json"
 CONFIRMED = "confirmed"
 
 
@@ -55,7 +63,7 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         nft = Nft()
         live = read_live(nft, table)
         with _refusal_reported(table):
-            compiled = canonical(table)
+            compiled = compiled_side(table)
         diff = live_diff(host, table, live, compiled)
         sys.stdout.write(format_text(diff, options.color))
         sys.stdout.flush()
@@ -67,15 +75,14 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         if options.interactive and not options.yes and not _ask("Apply these changes?"):
             say("declined; nothing was changed.")
             return DECLINED
-        previous = restore_script(table.family, table.name, live.text)
+        previous = restore_batch(table, live)
         directory = state_dir()
-        write_atomically(directory / "previous.nft", previous)
+        write_atomically(directory / PREVIOUS, batch_file(previous))
         say(f"applying table inet {table.name} in one transaction...")
         with _refusal_reported(table):
-            nft.apply_json(batch(table), f"the new table inet {table.name}")
-        after = nft.list_table_text(table.family, table.name)
-        if after != compiled:
-            nft.apply_text(previous, "restoring the previous table")
+            nft.apply_json(compiled.batch, f"the new table inet {table.name}")
+        if not holds(read_live(nft, table), compiled, table):
+            nft.apply_json(previous, "restoring the previous table")
             raise NftfwdError(
                 "the table read back differs from the compiled one; "
                 "the previous table was restored."
@@ -86,16 +93,14 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         elif runs:
             say("closed tracked connections of removed or changed forwards.")
         if options.confirm_seconds is not None and not _confirmed(options):
-            nft.apply_text(previous, "rolling back")
+            nft.apply_json(previous, "rolling back")
             say(
                 f"not confirmed within {options.confirm_seconds} s: rolled back to the "
                 "previous table."
             )
             return ROLLED_BACK
-        write_atomically(
-            directory / "last-good.nft", restore_script(table.family, table.name, after)
-        )
-        say(f"applied; the last good ruleset is kept in {directory / 'last-good.nft'}.")
+        write_atomically(directory / LAST_GOOD, batch_file(compiled.batch))
+        say(f"applied; the last good ruleset is kept in {directory / LAST_GOOD}.")
         return APPLIED
 
 

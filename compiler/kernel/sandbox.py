@@ -21,6 +21,7 @@ from nftfwd.errors import NftfwdError
 from nftfwd.kernel.libnft import KernelRefused, Nft
 
 ScriptFormat = Literal["nft", "json"]
+Wanted = Literal["nothing", "outline", "listing"]
 TIMEOUT_S = 60
 CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
 REFUSED, FAILED = 3, 4
@@ -36,28 +37,28 @@ class Listing:
 
 def kernel_listing(script: str, fmt: ScriptFormat, family: str, table: str) -> Listing:
     """Load `script` into an empty namespace; return the kernel's listing of `table`."""
-    data = _in_sandbox(script, fmt, family, table, with_json=True)
+    data = _in_sandbox(script, fmt, family, table, "listing")
     return Listing(data["json"], data["text"])
 
 
-def kernel_text(script: str, fmt: ScriptFormat, family: str, table: str) -> str:
-    """Only the kernel's text of `table` after loading `script` (half the listing work)."""
-    return str(_in_sandbox(script, fmt, family, table, with_json=False)["text"])
+def kernel_outline(script: str, fmt: ScriptFormat, family: str, table: str) -> str:
+    """The kernel's outline of `table` after loading `script` (Nft.table_outline)."""
+    return str(_in_sandbox(script, fmt, family, table, "outline")["text"])
 
 
 def kernel_check(script: str, fmt: ScriptFormat) -> None:
     """Have the kernel accept `script` in an empty namespace, then throw it away."""
-    _in_sandbox(script, fmt, None, None, with_json=False)
+    _in_sandbox(script, fmt, None, None, "nothing")
 
 
 def _in_sandbox(
-    script: str, fmt: ScriptFormat, family: str | None, table: str | None, *, with_json: bool
+    script: str, fmt: ScriptFormat, family: str | None, table: str | None, wanted: Wanted
 ) -> dict[str, Any]:
     read_end, write_end = os.pipe()
     pid = os.fork()
     if pid == 0:  # the child: never returns
         os.close(read_end)
-        _child(write_end, script, fmt, family, table, with_json)
+        _child(write_end, script, fmt, family, table, wanted)
     os.close(write_end)
     with os.fdopen(read_end, "rb") as pipe:
         payload = pipe.read()
@@ -78,7 +79,7 @@ def _in_sandbox(
 
 def _child(
     out: int, script: str, fmt: ScriptFormat, family: str | None, table: str | None,
-    with_json: bool,
+    wanted: Wanted,
 ) -> None:  # fmt: skip
     code = FAILED
     reply = b""
@@ -91,10 +92,11 @@ def _child(
         else:
             nft.apply_text(script)
         listing: dict[str, object] = {}
-        if family is not None and table is not None:
+        if family is not None and table is not None and wanted == "outline":
+            listing["text"] = nft.table_outline(family, table) or ""
+        elif family is not None and table is not None and wanted == "listing":
             listing["text"] = nft.list_table_text(family, table) or ""
-            if with_json:
-                listing["json"] = nft.list_ruleset()  # only this table exists here
+            listing["json"] = nft.list_ruleset()  # only this table exists here
         reply, code = json.dumps(listing).encode(), 0
     except KernelRefused as err:
         reply, code = str(err).encode(), REFUSED

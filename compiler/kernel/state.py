@@ -37,9 +37,3 @@ def exclusive_lock() -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle, fcntl.LOCK_UN)
-
-
-def restore_script(family: str, table: str, listing: str | None) -> str:
-    """An nft script that puts `table` back as `listing` shows it (or removes it)."""
-    head = f"table {family} {table}\ndelete table {family} {table}\n"
-    return head + (listing or "")

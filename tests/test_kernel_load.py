@@ -88,7 +88,6 @@ def test_load_then_diff_is_empty_and_a_second_load_changes_nothing(ns: Namespace
     assert again.returncode == 0 and "nothing to change" in again.stderr
 
 
-
 def test_the_kept_files_restore_the_last_good_and_the_previous_table(
     ns: Namespace, tmp_path: Path
 ) -> None:

@@ -6,13 +6,15 @@ import difflib
 import json
 from functools import cache
 from importlib import resources
-from typing import Any
-
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError
+from typing import TYPE_CHECKING, Any
 
 from nftfwd.errors import ModelError, Problem
+from nftfwd.schema_fast import Check, compile_check
 from nftfwd.source import Document, KeyPath, format_path
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 SCHEMA_FILE = "nftfwd.schema.json"
 
@@ -22,11 +24,27 @@ def schema_text() -> str:
 
 
 @cache
-def _validator() -> Draft202012Validator:
-    # References inlined: jsonschema resolves each `$ref` on every visit, which made
-    # validation of a 10,000-forward model a third slower.
+def _schema() -> dict[str, Any]:
+    """The schema as both checks see it: references inlined. (jsonschema resolves each
+    `$ref` on every visit, which made validation of a 10,000-forward model a third
+    slower.)"""
     schema = json.loads(schema_text())
-    return Draft202012Validator(_inline_refs(schema, schema.pop("$defs")))
+    inlined: dict[str, Any] = _inline_refs(schema, schema.pop("$defs"))
+    return inlined
+
+
+@cache
+def _fast_check() -> Check:
+    return compile_check(_schema())[0]
+
+
+@cache
+def _validator() -> Draft202012Validator:
+    # Imported here: jsonschema takes longer to import than a small model takes to
+    # build, and only a model the fast check refused needs it.
+    from jsonschema import Draft202012Validator
+
+    return Draft202012Validator(_schema())
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -43,7 +61,19 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
 
 
 def validate_shape(doc: Document) -> None:
-    """Raise ModelError with one problem per shape error, each at its key's line."""
+    """Raise ModelError with one problem per shape error, each at its key's line.
+
+    A fast yes/no check compiled from the same schema (schema_fast.py) passes a valid
+    model in a fraction of jsonschema's time. jsonschema stays the authority: it runs
+    whenever the fast check says no, to find and explain the problems, and a model in
+    which it finds none is valid.
+    """
+    try:
+        valid = _fast_check()(doc.data)
+    except Exception:  # data it cannot judge is for jsonschema to judge
+        valid = False
+    if valid:
+        return
     problems: list[Problem] = []
     for error in _validator().iter_errors(doc.data):
         problems.extend(_problems(doc, error))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import json
 from functools import cache
@@ -199,4 +200,10 @@ def _yaml_type(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    return json.dumps(value) if not isinstance(value, dict | list) else _yaml_type(value)
+    if isinstance(value, dict | list):
+        return _yaml_type(value)
+    if isinstance(value, datetime.date):  # YAML 1.1 reads an unquoted 2024-01-01 so
+        return f"{value.isoformat()} (a date to YAML)"
+    if isinstance(value, bytes):
+        return "binary data"
+    return json.dumps(value)

@@ -358,6 +358,7 @@ class Bench:
         change_floor: list[Timed] = []
         diff_same: list[Timed] = []
         diff_changed: list[Timed] = []
+        listing: list[Timed] = []
         unexpected: list[str] = []
         for _ in range(max(1, self.reps(n) - 1)):
             if not change or change[-1].ok:
@@ -373,6 +374,9 @@ class Bench:
             change_floor.append(t)
             if t.ok:
                 current = target
+            # What a load cannot do without: read the live table once (for the diff, the
+            # conntrack cleanup and the way back) and once more after the transaction.
+            listing.append(self.timed(["nft", "-j", "list", "table", "inet", TABLE], netns=ns))
             if not diff_same or diff_same[-1].returncode in (0, 1):
                 t = self.timed([self.nftfwd, "diff", model[current]], netns=ns, env=env)
                 diff_same.append(t)
@@ -391,51 +395,17 @@ class Bench:
                     t.timed_out,
                 )
                 diff_changed.append(t_ok)
-        # What if the sandbox worked at this size: see sandbox_fix_env().
-        what_if: list[Timed] = []
-        if n == self.sizes[0] or (loads and not loads[-1].ok):
-            shim_env = self.sandbox_fix_env(state)
-            for _ in range(self.reps(n) if n == self.sizes[0] else 1):
-                run(delete, netns=ns, check=False)
-                what_if.append(self.timed(load_argv, netns=ns, env=shim_env))
         self.ns.remove(ns)
         per = self.out["per_n"][str(n)]
-        if what_if:
-            per["load_empty_sandbox_fix"] = summary(what_if)
         per["nft_f_empty"] = summary(floor)
         per["load_empty"] = summary(loads)
         per["load_change"] = summary(change)
         per["nft_f_change"] = summary(change_floor)
         per["diff_loaded"] = summary(diff_same)
+        per["nft_list_json"] = summary(listing)
         per["diff_one_change"] = summary(diff_changed)
         if unexpected:
             per["diff_loaded"]["unexpected"] = sorted(set(unexpected))
-
-    def sandbox_fix_env(self, state: Path) -> dict[str, str]:
-        """nftfwd's environment with the proposed sandbox fix, without touching compiler/.
-
-        nftfwd makes its throwaway namespace with `unshare --user --map-root-user --net`;
-        in a user namespace nft cannot raise its netlink buffer (SO_SNDBUFFORCE), so a
-        batch above ~1,700 forwards fails with "Message too long". As root the user
-        namespace is not needed: an `unshare` first on PATH drops those two flags, which
-        is what the fix in compiler/kernel/sandbox.py would do. A what-if measurement,
-        reported apart from the targets.
-        """
-        shim = self.work / "sandbox-fix"
-        if not shim.exists():
-            shim.mkdir()
-            real = shutil.which("unshare") or "/usr/bin/unshare"
-            script = shim / "unshare"
-            script.write_text(
-                f"#!{sys.executable}\n"
-                "import os, sys\n"
-                "args = [a for a in sys.argv[1:] if a not in ('--user', '--map-root-user')]\n"
-                f"os.execv({real!r}, [{real!r}, *args])\n"
-            )
-            script.chmod(0o755)
-        env = self.nftfwd_env(state)
-        env["PATH"] = f"{shim}:{env.get('PATH', '/usr/bin:/bin')}"
-        return env
 
     # ------------------------------------------------------------------ seed
 
@@ -891,8 +861,19 @@ def observations(out: dict[str, Any]) -> dict[str, Any]:
         mr = pp.get(f"map@{n}", {}).get("median_rate")
         rr = pp.get(f"rule@{n}", {}).get("median_rate")
         m10 = pp.get(f"map@{lo}", {}).get("median_rate")
+        proving = _proving_floor(p)
+        proving_lo = _proving_floor(per[lo])
         entry = {
             "load_over_nft_f": ratio(m("load_empty"), m("nft_f_empty")),
+            "list_over_nft_f": ratio(m("nft_list_json"), m("nft_f_empty")),
+            "scale_vs_proving_floor": ratio(
+                None
+                if m("load_empty") is None or per[lo].get("load_empty", {}).get("median_s") is None
+                else m("load_empty") - per[lo]["load_empty"]["median_s"],
+                None if proving is None or proving_lo is None else proving - proving_lo,
+            )
+            if key != lo
+            else None,
             "load_change_over_nft_f_change": ratio(m("load_change"), m("nft_f_change")),
             "seed_over_load": ratio(seed, m("load_empty")),
             "seed_over_nft_f": ratio(seed, m("nft_f_empty")),
@@ -913,6 +894,14 @@ def observations(out: dict[str, Any]) -> dict[str, Any]:
     return obs
 
 
+def _proving_floor(p: dict[str, Any]) -> float | None:
+    """The kernel work of a load that reads the live table and reads the result back:
+    `nft -f` plus two `nft -j list table`."""
+    load = p.get("nft_f_empty", {}).get("median_s")
+    listing = p.get("nft_list_json", {}).get("median_s")
+    return None if load is None or listing is None else load + 2 * listing
+
+
 def table(out: dict[str, Any]) -> str:
     per, pp = out["per_n"], out.get("packet_path", {})
     cols = [
@@ -923,6 +912,7 @@ def table(out: dict[str, Any]) -> str:
         "load s",
         "nft -f chg s",
         "load chg s",
+        "list s",
         "diff s",
         "seed s",
         "map c/s",
@@ -960,6 +950,7 @@ def table(out: dict[str, Any]) -> str:
                 cell("load_empty"),
                 cell("nft_f_change"),
                 cell("load_change"),
+                cell("nft_list_json"),
                 cell("diff_loaded"),
                 seed_text,
                 f"{mr:.0f}" if mr else "-",
@@ -1006,35 +997,6 @@ def report(out: dict[str, Any]) -> str:
         lines.append(
             f"  -X importtime self ms by package (total {fc['importtime_total_ms']}): {shares}"
         )
-    fix = {n: out["per_n"][str(n)].get("load_empty_sandbox_fix") for n in out["sizes"]}
-    if any(fix.values()):
-        lines += [
-            "",
-            "what if nftfwd's sandbox used `unshare --net` as root (PATH shim; see "
-            "README): nftfwd load into an empty host",
-        ]
-        lo = out["sizes"][0]
-        for n, s in fix.items():
-            if not s:
-                continue
-            text = (
-                fmt_s(s.get("median_s"))
-                if s.get("median_s") is not None
-                else f"ERR {s.get('error')}"
-            )
-            extra = ""
-            nft_n = out["per_n"][str(n)].get("nft_f_empty", {}).get("median_s")
-            nft_lo = out["per_n"][str(lo)].get("nft_f_empty", {}).get("median_s")
-            base = (fix.get(lo) or {}).get("median_s")
-            if n != lo and s.get("median_s") and base and nft_n and nft_lo and nft_n > nft_lo:
-                extra += (
-                    f"; (load@{n} - load@{lo}) / (nft -f@{n} - nft -f@{lo}) = "
-                    f"{(s['median_s'] - base) / (nft_n - nft_lo):.2f}x"
-                )
-            seed = out["per_n"][str(n)].get("seed", {}).get("lower_bound_s")
-            if n != lo and seed and s.get("median_s"):
-                extra += f"; seed / load = {seed / s['median_s']:.1f}x"
-            lines.append(f"  N={n}: {text} s, {s.get('maxrss_mb')} MB{extra}")
     errors = []
     for n in out["sizes"]:
         for key, s in out["per_n"][str(n)].items():
@@ -1063,6 +1025,8 @@ def report(out: dict[str, Any]) -> str:
             ("load_over_nft_f", "load / nft -f"),
             ("load_change_over_nft_f_change", "load chg / nft -f chg"),
             ("scale_vs_smallest_n", f"(load@N - load@{out['sizes'][0]}) / (nft -f ...)"),
+            ("list_over_nft_f", "nft -j list table / nft -f"),
+            ("scale_vs_proving_floor", "(load@N - load@lo) / (nft -f + 2 list ...)"),
             ("seed_over_load", "seed / load"),
             ("seed_over_nft_f", "seed / nft -f"),
             ("map_rate_over_rule_rate", "rate map / rule"),

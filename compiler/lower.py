@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
+from itertools import chain
 
 from nftfwd.ir import (
     Chain,
@@ -58,7 +59,8 @@ NOT_HOST_ADDRESSES: dict[Family, tuple[IPNetwork, ...]] = {
 PRIO_DSTNAT, PRIO_FILTER, PRIO_SRCNAT = -100, 0, 100
 L4 = Meta("l4proto")
 DPORT = Payload("th", "dport")
-TCP_UDP = Match(L4, SetOf((Symbol("tcp"), Symbol("udp"))))
+PROTOCOL = {"tcp": Symbol("tcp"), "udp": Symbol("udp")}  # one object each, in every key
+TCP_UDP = Match(L4, SetOf(tuple(PROTOCOL.values())))
 DNATED = Match(Ct("status"), Flags(("dnat",)), "in")
 NFPROTO = {"ip": Symbol("ipv4"), "ip6": Symbol("ipv6")}
 ANY, AT = "any", "at"  # listening on any host address, or at one named address
@@ -97,7 +99,7 @@ class _Entry:
     """One forward, one family, one protocol, one host address (None: any)."""
 
     listen: IPAddress | None
-    proto: str
+    proto: Symbol
     forward: Forward
     target: IPAddress
     sources: tuple[IPNetwork, ...]
@@ -108,7 +110,7 @@ class _Entry:
 
     def key(self, port: int) -> tuple[Value, ...]:
         head: tuple[Value, ...] = () if self.listen is None else (self.listen,)
-        return (*head, Symbol(self.proto), port)
+        return (*head, self.proto, port)
 
 
 def _entries(host: Host, family: Family) -> Iterator[_Entry]:
@@ -119,7 +121,7 @@ def _entries(host: Host, family: Family) -> Iterator[_Entry]:
         sources = tuple(s for s in forward.sources if family_of(s) == family)
         for listen in listen_addresses(host, forward, family) or (None,):
             for proto in forward.protos:
-                yield _Entry(listen, proto, forward, target, sources)
+                yield _Entry(listen, PROTOCOL[proto], forward, target, sources)
 
 
 def _key_types(family: Family, where: str) -> tuple[str, ...]:
@@ -133,14 +135,16 @@ def _key_types(family: Family, where: str) -> tuple[str, ...]:
 def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
     maps = []
     for where in (AT, ANY):
-        addr: list[Element] = []
-        port: list[Element] = []
-        for entry in (e for e in entries if e.where == where):
+        # Both maps have the same keys, so each key is made, deduplicated and ordered once.
+        guest_of: dict[tuple[Value, ...], tuple[IPAddress, int]] = {}  # address, port
+        for entry in entries:
+            if entry.where != where:
+                continue
+            port, to = entry.forward.port, entry.forward.to
             # nft cannot keep an offset inside a range, so a range maps port by port.
-            for offset in range(entry.forward.port.size):
-                key = entry.key(entry.forward.port.first + offset)
-                addr.append(Element(key, entry.target))
-                port.append(Element(key, entry.forward.to.first + offset))
+            for offset in range(port.size):
+                guest_of[entry.key(port.first + offset)] = (entry.target, to.first + offset)
+        keys = sorted(guest_of, key=_key_order)
         key_types = _key_types(family, where)
         listen = "any host address" if where == ANY else "host address"
         maps += [
@@ -149,7 +153,7 @@ def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
                 key_types,
                 ADDR_TYPE[family],
                 False,
-                _sorted(addr),
+                tuple(Element(key, guest_of[key][0]) for key in keys),
                 f"{listen} . protocol . host port: guest address",
             ),
             NamedSet(
@@ -157,7 +161,7 @@ def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
                 key_types,
                 "inet_service",
                 False,
-                _sorted(port),
+                tuple(Element(key, guest_of[key][1]) for key in keys),
                 "the same keys: guest port",
             ),
         ]
@@ -203,7 +207,7 @@ def _guards(entries: list[_Entry], family: Family) -> tuple[list[Chain], list[Na
 
 def _snat_set(host: Host, family: Family) -> NamedSet:
     elements = [
-        Element((target, Symbol(proto), forward.to.first + offset))
+        Element((target, PROTOCOL[proto], forward.to.first + offset))
         for _bridge, guest, forward in host.forwards()
         if forward.snat
         and (target := guest.address_in(family)) is not None
@@ -224,18 +228,25 @@ def _snat_set(host: Host, family: Family) -> NamedSet:
 
 def _sorted(elements: list[Element]) -> tuple[Element, ...]:
     unique = {e.key: e for e in elements}
-    return tuple(sorted(unique.values(), key=lambda e: tuple(_order(v) for v in e.key)))
+    return tuple(sorted(unique.values(), key=lambda e: _key_order(e.key)))
+
+
+def _key_order(key: tuple[Value, ...]) -> tuple[int | str, ...]:
+    # The orders of the values one after the other, all of a length: sorting a big map
+    # holds one tuple per key rather than one per value.
+    return tuple(chain.from_iterable(map(_order, key)))
 
 
 def _order(value: Value) -> tuple[int, int, int, str]:
-    if isinstance(value, IPv4Network | IPv6Network):
-        return (value.version, int(value.network_address), value.prefixlen, "")
-    if isinstance(value, IPv4Address | IPv6Address):
-        return (value.version, int(value), value.max_prefixlen, "")
+    # Ports and protocols first: they are in every key.
     if isinstance(value, int):
         return (0, value, value, "")
     if isinstance(value, Symbol | IfName):
         return (0, 0, 0, value.name)
+    if isinstance(value, IPv4Address | IPv6Address):
+        return (value.version, int(value), value.max_prefixlen, "")
+    if isinstance(value, IPv4Network | IPv6Network):
+        return (value.version, int(value.network_address), value.prefixlen, "")
     return (0, value.first, value.last, "")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import cached_property
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Literal
 
@@ -84,7 +85,12 @@ class Host:
     bridges: tuple[Bridge, ...]
 
     def addresses_in(self, family: Family) -> tuple[IPAddress, ...]:
-        return tuple(a for a in self.addresses if family_of(a) == family)
+        return self._addresses_by_family[family]
+
+    @cached_property
+    def _addresses_by_family(self) -> dict[Family, tuple[IPAddress, ...]]:
+        # Asked for once per forward and family by the checks and by lowering.
+        return {f: tuple(a for a in self.addresses if family_of(a) == f) for f in FAMILIES}
 
     def subnets_in(self, family: Family) -> tuple[IPNetwork, ...]:
         return tuple(s for b in self.bridges if (s := b.subnet_in(family)) is not None)

@@ -32,6 +32,7 @@ from nftfwd.ir import (
     Value,
     Verdict,
     VerdictMapLookup,
+    ipv6_text,
 )
 from nftfwd.model import PortRange
 
@@ -60,13 +61,20 @@ def _environment() -> jinja2.Environment:
 
 def value_text(value: Value | SetOf | SetRef | Flags | Jump) -> str:
     match value:
-        case Jump(target):
-            return f"jump {target}"
+        # The parts of map elements first: nearly all the values of a big table.
+        case int():
+            return str(value)
+        case Symbol(name):
+            return name
+        case IPv4Address():
+            return str(value)
+        case IPv6Address():
+            return ipv6_text(value)
         case IfName(name):
             # Validated to [A-Za-z0-9_.-]; quoting keeps it from being read as a keyword.
             return json.dumps(name)
-        case Symbol(name):
-            return name
+        case Jump(target):
+            return f"jump {target}"
         case SetOf(items):
             return "{ " + ", ".join(value_text(v) for v in items) + " }"
         case SetRef(name):
@@ -75,9 +83,7 @@ def value_text(value: Value | SetOf | SetRef | Flags | Jump) -> str:
             return ",".join(names)
         case PortRange(first, last):
             return str(first) if first == last else f"{first}-{last}"
-        case IPv4Network() | IPv6Network() | IPv4Address() | IPv6Address():
-            return str(value)
-        case int():
+        case IPv4Network() | IPv6Network():
             return str(value)
     raise TypeError(f"no nft text for {value!r}")
 
@@ -125,5 +131,5 @@ def rule_text(rule: Rule) -> str:
 
 
 def element_text(element: Element) -> str:
-    key = " . ".join(value_text(v) for v in element.key)
+    key = " . ".join([value_text(v) for v in element.key])
     return key if element.data is None else f"{key} : {value_text(element.data)}"

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -73,15 +70,6 @@ def load_file(path: str | Path) -> Document:
 
 
 def load_text(text: str, file: str) -> Document:
-    # Loading allocates several objects per YAML event and frees none until the end, so
-    # the cyclic garbage collector would rescan the growing heap over and over (that was
-    # most of the time a large model took to load). Nothing here makes reference cycles.
-    # The events are dropped when _load returns, before the collector resumes.
-    with _collector_paused():
-        return _load(text, file)
-
-
-def _load(text: str, file: str) -> Document:
     try:
         events, anchors = _read_events(text)
     except yaml.MarkedYAMLError as err:
@@ -100,18 +88,6 @@ def _load(text: str, file: str) -> Document:
     if builder.problems:
         raise ModelError(builder.problems)
     return Document(file, data, builder.locations, frozenset(builder.unquoted))
-
-
-@contextmanager
-def _collector_paused() -> Iterator[None]:
-    """Disable the cyclic garbage collector for a while, if it was enabled."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 # The data is built straight from libyaml's event stream. Composing a node tree first

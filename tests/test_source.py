@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import gc
-
 import pytest
 
 from nftfwd.errors import ModelError
@@ -47,17 +45,3 @@ def test_an_alias_is_a_fresh_copy_of_its_anchor_located_at_the_anchor() -> None:
     assert doc.data["b"] is not doc.data["a"]
     assert str(doc.location(("b",))) == "m.yaml:2:1"
     assert str(doc.location(("b", "p", 0))) == "m.yaml:1:12"
-
-
-def test_loading_leaves_the_garbage_collector_as_it_was() -> None:
-    # load_text pauses the collector while it runs (a large model loads twice as fast).
-    assert gc.isenabled()
-    with pytest.raises(ModelError):
-        load_text("a: [\n", "m.yaml")
-    assert gc.isenabled()
-    gc.disable()
-    try:
-        load_text("a: 1\n", "m.yaml")
-        assert not gc.isenabled()
-    finally:
-        gc.enable()

@@ -11,13 +11,14 @@ import difflib
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Change = Literal["+", "-", "~"]
 
 
-@dataclass(frozen=True, order=True)
-class ForwardKey:
+# Named tuples, not dataclasses: a first load makes and sorts one key per host port,
+# and tuples are made and compared in C.
+class ForwardKey(NamedTuple):
     family: str  # ip, ip6
     proto: str
     port: int
@@ -25,8 +26,7 @@ class ForwardKey:
     source: str  # the clients allowed (prefixes), or "any"
 
 
-@dataclass(frozen=True, order=True)
-class Target:
+class Target(NamedTuple):
     address: str
     port: int
 
@@ -144,11 +144,16 @@ def rules_diff(old_text: str, new_text: str, old_name: str, new_name: str) -> li
     )
 
 
-@dataclass(frozen=True, order=True)
-class ElementChange:
+class ElementChange(NamedTuple):
     change: Literal["+", "-"]
     owner: str  # the named set or map
-    element: str  # as nft writes it
+    encoded: str  # the element as elements_of encodes it
+
+    @property
+    def element(self) -> str:
+        """The element as nft writes it (made only for the changes shown: a first load
+        adds one per forward and map)."""
+        return _text(self.encoded)
 
 
 def elements_of(json_objects: Iterable[Any], table: str) -> dict[str, frozenset[str]]:
@@ -174,9 +179,9 @@ def compare_elements(
     changes: list[ElementChange] = []
     for owner in old.keys() | new.keys():
         before, after = old.get(owner, frozenset()), new.get(owner, frozenset())
-        changes += [ElementChange("-", owner, _text(element)) for element in before - after]
-        changes += [ElementChange("+", owner, _text(element)) for element in after - before]
-    return sorted(changes, key=lambda c: (c.owner, c.element, c.change))
+        changes += [ElementChange("-", owner, element) for element in before - after]
+        changes += [ElementChange("+", owner, element) for element in after - before]
+    return sorted(changes, key=lambda c: (c.owner, c.encoded, c.change))
 
 
 def _text(encoded: str) -> str:

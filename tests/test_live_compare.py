@@ -60,19 +60,23 @@ def test_elements_compare_as_data_and_show_in_nft_syntax() -> None:
     old, new = elements_of(live, "nftfwd"), elements_of(compiled, "nftfwd")
     assert set(old) == {"dnat_addr_any4", "sources_any4", "nets"}
     assert compare_elements(old, old) == []
-    assert compare_elements(old, new) == [
-        ElementChange("-", "dnat_addr_any4", "tcp . 8080 : 10.0.0.2"),
-        ElementChange("+", "dnat_addr_any4", "tcp . 8081 : 10.0.0.2"),
-        ElementChange("-", "nets", "1-9"),
-        ElementChange("-", "nets", "10.0.0.0/8"),
-        ElementChange("+", "sources_any4", "tcp . 22 : accept"),
-        ElementChange("-", "sources_any4", "tcp . 22 : jump allow4_0"),
+    changes = compare_elements(old, new)
+    assert [(c.change, c.owner, c.element) for c in changes] == [
+        ("-", "dnat_addr_any4", "tcp . 8080 : 10.0.0.2"),
+        ("+", "dnat_addr_any4", "tcp . 8081 : 10.0.0.2"),
+        ("-", "nets", "10.0.0.0/8"),
+        ("-", "nets", "1-9"),
+        ("+", "sources_any4", "tcp . 22 : accept"),
+        ("-", "sources_any4", "tcp . 22 : jump allow4_0"),
     ]
 
 
 def test_element_changes_are_shown_ten_per_set_then_counted() -> None:
-    changes = [ElementChange("+", "snat4", f"10.0.0.{i} . 80") for i in range(12)]
-    changes.append(ElementChange("-", "snat4", "10.0.1.1 . 80"))
+    def snat(address: str) -> str:
+        return json.dumps({"concat": [address, 80]})
+
+    changes = [ElementChange("+", "snat4", snat(f"10.0.0.{i}")) for i in range(12)]
+    changes.append(ElementChange("-", "snat4", snat("10.0.1.1")))
     lines = element_lines(changes)
     assert lines[0] == "  + snat4 { 10.0.0.0 . 80 }"
     assert len(lines) == 11 and lines[-1] == "  ... snat4: 12 added and 1 removed in all"

@@ -7,7 +7,7 @@ from typing import Any
 
 from nftfwd.diffview import HostDiff, element_lines, format_text
 from nftfwd.ir import Table
-from nftfwd.kernel.libnft import table_outlines
+from nftfwd.kernel.libnft import _name_protocols, table_outlines
 from nftfwd.kernel.live import LiveTable, batch_file, restore_batch
 from nftfwd.plan import ElementChange, compare_elements, elements_of
 
@@ -119,3 +119,22 @@ def test_batch_file_is_one_command_a_line_and_reads_back() -> None:
     text = batch_file(commands)
     assert json.loads(text) == commands
     assert text.count("\n") == 4
+
+
+def test_protocols_listed_as_numbers_get_their_names_back_in_elements() -> None:
+    listed = [
+        {"map": {"name": "m", "type": ["inet_proto", "inet_service"], "map": "ipv4_addr",
+                 "elem": [[{"concat": [6, 80]}, "10.0.0.2"], [{"concat": [132, 9]}, "10.0.0.3"]]}},
+        {"set": {"name": "p", "type": "inet_proto", "elem": [17, 6]}},
+        {"set": {"name": "ports", "type": "inet_service", "elem": [6, 17]}},
+        {"rule": {"expr": [{"match": {"right": {"set": [6, 17]}}}]}},
+    ]  # fmt: skip
+    for obj in listed:
+        _name_protocols(obj)
+    assert listed[0]["map"]["elem"] == [
+        [{"concat": ["tcp", 80]}, "10.0.0.2"],
+        [{"concat": [132, 9]}, "10.0.0.3"],  # not one nftfwd writes: left as listed
+    ]
+    assert listed[1]["set"]["elem"] == ["udp", "tcp"]
+    assert listed[2]["set"]["elem"] == [6, 17]  # ports, not protocols
+    assert listed[3]["rule"]["expr"][0]["match"]["right"]["set"] == [6, 17]

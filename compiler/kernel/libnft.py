@@ -186,14 +186,25 @@ class Nft:
 
     def list_table_json(self, family: str, name: str) -> list[dict[str, Any]]:
         """The objects of one table. Never the whole ruleset: nft 1.0.6 prints another
-        table's `flags owner` (firewalld 2.x sets it) as garbage or not at all."""
-        output = self._run(f"list table {family} {name}", json_output=True, what="listing")
+        table's `flags owner` (firewalld 2.x sets it) as garbage or not at all.
+
+        Protocols are listed as numbers: by name, nft looks each one up in /etc/protocols,
+        a third of the time it takes to list 10,000 forwards. In set and map elements
+        tcp and udp get their names back, as nftfwd writes them; rules keep numbers."""
+        self._ctx.set_numeric_proto_output(True)
         try:
-            return list(json.loads(output)["nftables"])
+            output = self._run(f"list table {family} {name}", json_output=True, what="listing")
+        finally:
+            self._ctx.set_numeric_proto_output(False)
+        try:
+            objects = list(json.loads(output)["nftables"])
         except (ValueError, KeyError) as err:
             raise NftfwdError(
                 f"libnftables listed table {family} {name} as invalid JSON ({err})."
             ) from None
+        for obj in objects:
+            _name_protocols(obj)
+        return objects
 
     def has_table(self, family: str, name: str) -> bool:
         return (family, name) in self.tables()
@@ -214,3 +225,31 @@ def table_outlines(listing: str) -> dict[tuple[str, str], str]:
         elif line.startswith("table ") and line.split()[3:4] == ["{"]:
             current = [line]  # the header may end in a comment: `{ # progname firewalld`
     return blocks
+
+
+PROTOCOL_NAMES = {6: "tcp", 17: "udp"}  # the protocols nftfwd writes, by number
+
+
+def _name_protocols(obj: dict[str, Any]) -> None:
+    """tcp and udp by name again in the elements of a set or map listed numerically, in
+    the parts of their keys whose type is inet_proto."""
+    kind = "map" if "map" in obj else "set"
+    body = obj.get(kind)
+    if not isinstance(body, dict) or not body.get("elem"):
+        return
+    types = body["type"] if isinstance(body["type"], list) else [body["type"]]
+    where = [i for i, key_type in enumerate(types) if key_type == "inet_proto"]
+    if not where:
+        return
+    named: list[Any] = []
+    for element in body["elem"]:
+        key = element[0] if kind == "map" else element
+        parts = key["concat"] if isinstance(key, dict) and "concat" in key else None
+        if parts is not None and len(parts) == len(types):
+            for i in where:
+                parts[i] = PROTOCOL_NAMES.get(parts[i], parts[i])
+        elif parts is None and len(types) == 1:
+            key = PROTOCOL_NAMES.get(key, key) if isinstance(key, int) else key
+            element = [key, element[1]] if kind == "map" else key
+        named.append(element)
+    body["elem"] = named

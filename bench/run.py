@@ -381,8 +381,11 @@ class Bench:
             if t.ok:
                 current = target
             # What a load cannot do without: read the live table once (for the diff, the
-            # conntrack cleanup and the way back) and once more after the transaction.
-            listing.append(self.timed(["nft", "-j", "list", "table", "inet", TABLE], netns=ns))
+            # conntrack cleanup and the way back) and once more after the transaction,
+            # as nftfwd reads it (JSON, protocols as numbers).
+            listing.append(
+                self.timed(["nft", "-p", "-j", "list", "table", "inet", TABLE], netns=ns)
+            )
             if not diff_same or diff_same[-1].returncode in (0, 1):
                 t = self.timed([self.nftfwd, "diff", model[current]], netns=ns, env=env)
                 diff_same.append(t)
@@ -902,7 +905,7 @@ def observations(out: dict[str, Any]) -> dict[str, Any]:
 
 def _proving_floor(p: dict[str, Any]) -> float | None:
     """The kernel work of a load into an empty host that reads its result back: `nft -f`
-    plus one `nft -j list table` (on a loaded host the live table is listed too)."""
+    plus one `nft -p -j list table` (on a loaded host the live table is listed too)."""
     load = p.get("nft_f_empty", {}).get("median_s")
     listing = p.get("nft_list_json", {}).get("median_s")
     return None if load is None or listing is None else load + listing
@@ -1031,7 +1034,7 @@ def report(out: dict[str, Any]) -> str:
             ("load_over_nft_f", "load / nft -f"),
             ("load_change_over_nft_f_change", "load chg / nft -f chg"),
             ("scale_vs_smallest_n", f"(load@N - load@{out['sizes'][0]}) / (nft -f ...)"),
-            ("list_over_nft_f", "nft -j list table / nft -f"),
+            ("list_over_nft_f", "nft -p -j list table / nft -f"),
             ("scale_vs_proving_floor", "(load@N - load@lo) / (nft -f + list ...)"),
             ("seed_over_load", "seed / load"),
             ("seed_over_nft_f", "seed / nft -f"),

@@ -2,8 +2,8 @@
 
 A table is compared in two parts, so that no step costs more than reading each side once:
 its outline (chains, rules, set declarations) as the kernel prints it, which is small at
-any size, and the elements of its sets and maps, compared as data. nft 1.0.6 takes about
-four times as long to list 10,000 elements as to load them.
+any size, and the elements of its sets and maps, compared as data. nft 1.0.6 takes longer
+to list 10,000 elements than to load them (1.7x with protocols as numbers, 2.8x by name).
 """
 
 from __future__ import annotations

@@ -82,10 +82,9 @@ def format_text(diff: HostDiff, color: bool) -> str:
             lines.append(paint(BOLD if is_header else code, line) if code or is_header else line)
     if diff.elements:
         lines.append("elements:")
-        lines += [
-            paint(COLOR_OF.get(line[:1], ""), line) if line[:1] in "+-" else line
-            for line in element_lines(diff.elements)
-        ]
+        for line in element_lines(diff.elements):
+            sign = line.lstrip()[:1]  # "+", "-", or "." of the count line
+            lines.append(paint(COLOR_OF[sign], line) if sign in ("+", "-") else line)
     return "\n".join(lines) + "\n"
 
 

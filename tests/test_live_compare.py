@@ -138,3 +138,9 @@ def test_protocols_listed_as_numbers_get_their_names_back_in_elements() -> None:
     assert listed[1]["set"]["elem"] == ["udp", "tcp"]
     assert listed[2]["set"]["elem"] == [6, 17]  # ports, not protocols
     assert listed[3]["rule"]["expr"][0]["match"]["right"]["set"] == [6, 17]
+
+
+def test_element_changes_are_coloured_by_their_sign_on_a_terminal() -> None:
+    changes = [ElementChange(sign, "m", json.dumps(sign)) for sign in ("+", "-")]
+    text = format_text(HostDiff("h", "nftfwd", [], [], {}, changes), color=True)
+    assert "\033[32m  + m { + }\033[0m" in text and "\033[31m  - m { - }\033[0m" in text

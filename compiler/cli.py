@@ -17,8 +17,11 @@ import typer
 from nftfwd.errors import NftfwdError
 from nftfwd.model import Host
 
+# Child contexts inherit help_option_names, so -h works on every command.
+HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
+
 app = typer.Typer(
-    add_completion=False,
+    context_settings=HELP_OPTIONS,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -55,6 +58,30 @@ HostOpt = Annotated[
 def _color(stream: object) -> bool:
     isatty = getattr(stream, "isatty", None)
     return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from nftfwd import __version__
+
+        print(f"nftfwd {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            callback=_print_version,
+            is_eager=True,
+            help="Print nftfwd's version and exit.",
+        ),
+    ] = False,
+) -> None:
+    # The app's help is the Typer's; this callback exists for --version alone.
+    return None
 
 
 def _report(message: str) -> None:

@@ -27,11 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import IN_CI, SHARED_SCENARIOS
+from conftest import SCENARIOS
 from e2e import Probe, expect_failures, expect_reached, load, nftfwd, read_model, tcp
 from harness import Topology
 
-MODEL = SHARED_SCENARIOS / "seed004-ssh-2222.yaml"
+MODEL = SCENARIOS / "seed004-ssh-2222.yaml"
 HOST = "localhost"
 GUEST, BRIDGE = "centos", "virbr0"
 OUTSIDE_PORT = 7100  # a server in client0 that the guest reaches through masquerade
@@ -136,8 +136,6 @@ def conf(tmp_path: Path) -> Path:
 
 
 def seed004() -> Topology:
-    if not MODEL.is_file() and not IN_CI:
-        pytest.skip(f"the shared scenarios are not here: {SHARED_SCENARIOS}")
     return Topology(read_model(MODEL), HOST)
 
 

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import IN_CI, SHARED_SCENARIOS
+from conftest import SCENARIOS
 from e2e import (
     BLOCKED,
     DROPPED,
@@ -288,7 +288,7 @@ def guest_checks(topo: Topology, spec: dict[str, Any], checks: Checks) -> None:
 
 def scenario_cases() -> list[tuple[Path, str]]:
     cases = []
-    for path in sorted(SHARED_SCENARIOS.glob("*.yaml")):
+    for path in sorted(SCENARIOS.glob("*.yaml")):
         cases += [(path, host) for host in read_model(path)["hosts"]]
     return cases
 
@@ -297,9 +297,7 @@ CASES = scenario_cases()
 
 
 def test_every_scenario_host_has_its_comment_written_down() -> None:
-    if not SHARED_SCENARIOS.is_dir() and not IN_CI:
-        pytest.skip(f"the shared scenarios are not here: {SHARED_SCENARIOS}")
-    assert CASES, f"no scenarios in {SHARED_SCENARIOS}"
+    assert CASES, f"no scenarios in {SCENARIOS}"
     assert {(path.name, host) for path, host in CASES} == set(COMMENTS)
 
 

@@ -12,7 +12,7 @@ import yaml
 from harness import HarnessError, Topology, kernel_test_prerequisites, plan_topology
 
 REPO = Path(__file__).resolve().parent.parent
-SCENARIO_DIRS = [REPO / "examples", REPO.parent / "shared" / "scenarios"]
+SCENARIO_DIRS = [REPO / "examples", REPO / "examples" / "scenarios"]
 
 
 def scenario(name: str) -> dict[str, Any]:

@@ -24,7 +24,6 @@ from nftfwd.errors import Location, ModelError, Problem
 from nftfwd.source import KeyPath, format_path, load_text
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_SCENARIOS = Path(__file__).parents[2] / "shared" / "scenarios"
 
 
 # ---- the oracle: nftfwd.source as it was before the event-stream loader ----------------
@@ -150,7 +149,7 @@ def assert_same(text: str) -> Any:
 
 
 def model_texts() -> list[tuple[str, str]]:
-    roots = [REPO / "tests" / "data", REPO / "examples", REPO / "golden", SHARED_SCENARIOS]
+    roots = [REPO / "tests" / "data", REPO / "examples", REPO / "golden"]
     files = sorted(
         path
         for root in roots

@@ -17,6 +17,11 @@ EXAMPLES = REPO / "examples"
 SCENARIOS = EXAMPLES / "scenarios"
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# tests/real/ runs nftfwd beside real libvirtd, systemd and dockerd: minutes of setup, run as
+# a CI stage of its own (.ci/real-programs), never as part of the ordinary suite.
+REAL_PROGRAMS = os.environ.get("NFTFWD_REAL_PROGRAMS") == "1"
+collect_ignore = [] if REAL_PROGRAMS else ["real"]
+
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(

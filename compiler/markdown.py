@@ -16,12 +16,15 @@ CLASSES = (
     "classDef removed fill:#ffebe9,stroke:#cf222e,color:#82071e,stroke-dasharray:5 5",
 )
 LINK = {"added": "-->", "removed": "-.->", "kept": "-->"}
-ENTITIES = {"#": "#35;", '"': "#quot;", "&": "#amp;", "<": "#lt;", ">": "#gt;", "`": "#96;"}
+ENTITIES = {
+    "#": "#35;", '"': "#quot;", "&": "#amp;", "<": "#lt;", ">": "#gt;", "`": "#96;",
+    "%": "#37;",  # %% starts a comment
+}  # fmt: skip
 
 
 def mermaid_text(text: str) -> str:
     """Text for inside a quoted Mermaid label: nothing in it can end the label, the
-    diagram or the code fence around it (quotes, #, HTML, backticks, line breaks)."""
+    diagram or the code fence around it (quotes, #, HTML, backticks, %%, line breaks)."""
     return "".join(ENTITIES.get(c, c) if c.isprintable() else " " for c in text)
 
 

@@ -242,7 +242,7 @@ HOSTILE = 'a"]\n```\n%% end\n<b>x</b> & #quot; `md`\x00'
 
 def test_mermaid_text_cannot_end_a_label_the_diagram_or_the_fence() -> None:
     assert mermaid_text(HOSTILE) == (
-        "a#quot;] #96;#96;#96; %% end #lt;b#gt;x#lt;/b#gt; #amp; #35;quot; #96;md#96; "
+        "a#quot;] #96;#96;#96; #37;#37; end #lt;b#gt;x#lt;/b#gt; #amp; #35;quot; #96;md#96; "
     )
 
 

@@ -14,7 +14,9 @@ The unit's choices:
 - `PartOf=nftables.service`: stopping or restarting nftables.service (which flushes
   every table, nftfwd's included) stops or restarts nftfwd too, so its table comes back.
   PartOf does not pass on a plain start, so the unit is also `WantedBy=nftables.service`:
-  `systemctl start nftables` after a stop brings nftfwd back as well.
+  `systemctl start nftables` after a stop brings nftfwd back as well. Nor does it pass
+  on a reload, which runs `nft -f /etc/nftables.conf` (and so `flush ruleset`) again:
+  `ReloadPropagatedFrom=nftables.service` reloads nftfwd after it.
 - `ExecStop` deletes nftfwd's table, and only it: `systemctl stop nftfwd` then means
   "forwards off", and an inactive unit never leaves forwards behind that `systemctl
   status` hides. It runs nft directly, as `add table; delete table` in one
@@ -162,6 +164,7 @@ def unit_text(*, nftfwd_bin: str, table: str) -> str:
         "Wants=network-online.target\n"
         "After=network-online.target nftables.service libvirtd.service virtnetworkd.service\n"
         "PartOf=nftables.service\n"
+        "ReloadPropagatedFrom=nftables.service\n"
         "\n"
         "[Service]\n"
         "Type=oneshot\n"

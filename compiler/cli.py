@@ -184,9 +184,19 @@ def load(
         typer.Option(
             "--confirm",
             metavar="SECONDS",
-            help="Roll back unless confirmed within SECONDS (nftfwd confirm).",
+            min=1,
+            max=3600,
+            help="Roll back unless confirmed within SECONDS, 1 to 3600 (nftfwd confirm).",
         ),
     ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="With --confirm: return once the rules are live; a guard process "
+            "rolls them back unless `nftfwd confirm` runs in time.",
+        ),
+    ] = False,
     enable_forwarding: Annotated[
         bool,
         typer.Option(
@@ -200,8 +210,11 @@ def load(
     from nftfwd.kernel.load import load as run_load
 
     del atomic  # every load is one transaction; the flag says so on the command line
-    if confirm is not None and confirm < 1:
-        _fail("--confirm needs a number of seconds of at least 1.")
+    if detach and confirm is None:
+        _fail(
+            "--detach needs --confirm SECONDS: the guard it leaves behind rolls back "
+            "unconfirmed rules."
+        )
     loaded, chosen, table = _compiled(model, host)
     if enable_forwarding and not dry_run:
         from nftfwd.kernel.forwarding import enable_forwarding as turn_on
@@ -215,6 +228,7 @@ def load(
         yes=yes,
         dry_run=dry_run,
         confirm_seconds=confirm,
+        detach=detach,
         color=_color(sys.stdout),
         interactive=sys.stdin.isatty(),
     )
@@ -272,8 +286,7 @@ def confirm_command() -> None:
     """Keep the rules of a pending `load --confirm`."""
     from nftfwd.kernel.load import confirm_pending
 
-    confirm_pending()
-    print("confirmed: the new rules stay.")
+    print(confirm_pending())
 
 
 def _self_path() -> str:

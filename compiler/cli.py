@@ -343,16 +343,16 @@ def uninstall(
     from nftfwd.install import MODEL
     from nftfwd.install import uninstall as remove_files
 
-    table = "nftfwd"
-    if (root / MODEL).exists():
-        from nftfwd.config import load_model
-
-        table = load_model(root / MODEL).table
     if root == Path("/"):
         import contextlib
 
+        from nftfwd.kernel.state import installed_table
         from nftfwd.kernel.system import delete_table, systemctl
 
+        # Only the table's name is needed: a broken model does not stop an uninstall.
+        table, note = installed_table(root / MODEL, use_state=True)
+        if note:
+            print(note, file=sys.stderr)
         with contextlib.suppress(NftfwdError):  # not installed, or not a systemd host
             systemctl("disable", "--now", "nftfwd.service")
         delete_table("inet", table)

@@ -51,7 +51,6 @@ from nftfwd.kernel.pending import (
     take_over,
 )
 from nftfwd.kernel.state import (
-    DEFAULT_STATE_DIR,
     OWNED,
     commit_staged,
     exclusive_lock,
@@ -61,6 +60,7 @@ from nftfwd.kernel.state import (
     stage,
     staged,
     state_dir,
+    state_path,
     write_state,
 )
 from nftfwd.model import Host
@@ -92,7 +92,7 @@ def require_root() -> None:
     if os.geteuid() != 0:
         raise NftfwdError(
             "nftfwd load needs root: it changes the kernel's ruleset (CAP_NET_ADMIN) and "
-            f"writes its state in {os.environ.get('NFTFWD_STATE_DIR', DEFAULT_STATE_DIR)}."
+            f"writes its state in {state_path()}."
         )
 
 

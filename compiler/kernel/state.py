@@ -30,8 +30,14 @@ OWNED = "table.json"
 TABLE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")  # model.md's rule for `table`
 
 
+def state_path() -> Path:
+    """The state directory ($NFTFWD_STATE_DIR, else /var/lib/nftfwd), not made."""
+    return Path(os.environ.get("NFTFWD_STATE_DIR", DEFAULT_STATE_DIR))
+
+
 def state_dir() -> Path:
-    path = Path(os.environ.get("NFTFWD_STATE_DIR", DEFAULT_STATE_DIR))
+    """The state directory, made if need be."""
+    path = state_path()
     try:
         path.mkdir(parents=True, exist_ok=True, mode=0o700)
     except OSError as err:
@@ -153,3 +159,40 @@ def owned_table(directory: Path) -> str | None:
 
 def owned_record(table: str) -> str:
     return json.dumps({"family": "inet", "table": table}) + "\n"
+
+
+# `table: NAME` on a line of its own, as a model says it (quoted or not, maybe a comment).
+_TABLE_LINE = re.compile(
+    r"""^table:[ \t]*(["']?)([A-Za-z][A-Za-z0-9_]{0,31})\1[ \t]*(?:#.*)?$""", re.MULTILINE
+)
+
+
+def installed_table(model: Path, *, use_state: bool = True) -> tuple[str, str | None]:
+    """The table `uninstall` removes, and a note when the installed model could not say
+    it properly. Only the name is needed, so a broken model does not stop an uninstall:
+    its `table:` line is read on its own, else nftfwd's state says which table it owns,
+    else it is the default."""
+    from nftfwd.config import load_model
+
+    recorded = owned_table(state_path()) if use_state and state_path().is_dir() else None
+    if not (model.exists() or model.is_symlink()):
+        return recorded or "nftfwd", None
+    try:
+        return load_model(model).table, None
+    except NftfwdError as err:
+        first = str(err).splitlines()[0]
+    try:
+        found = _TABLE_LINE.search(model.read_text(encoding="utf-8", errors="replace"))
+    except OSError:
+        found = None
+    if found is not None:
+        where = "its `table:` line"
+        name = found.group(2)
+    elif use_state and (recorded := owned_table(state_dir())) is not None:
+        where, name = f"nftfwd's state ({state_path() / OWNED})", recorded
+    else:
+        where, name = "no `table:` in it: the default", "nftfwd"
+    return name, (
+        f"warning: the installed model {model} is broken ({first}); removing table inet "
+        f"{name}, from {where}."
+    )

@@ -91,14 +91,12 @@ def owned_table_error(family: str, name: str, outline: str) -> str | None:
     pid = table_owner(family, name)
     if pid is not None and pid != os.getpid():
         who = process_name(pid)
-    else:
+    else:  # nft names the program in a comment: `table inet x { # progname firewalld`
         header = outline.split("\n", 1)[0]
-        who = (
-            header.split("# progname ", 1)[1].strip()
-            if "# progname " in header
-            else "another process"
-        )
+        program = header.split("# progname ", 1)[1].strip() if "# progname " in header else ""
+        who = program or "another process"
     return (
-        f"table {family} {name} is owned by {who} (`flags owner`): only that process may "
-        f"change it. Give nftfwd another table (`table:` in the model), or stop {who}."
+        f"table {family} {name} belongs to {who}, which made it with `flags owner`: only "
+        "that process may change it. Give nftfwd another table (`table:` in the model), "
+        "or stop that process."
     )

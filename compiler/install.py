@@ -83,7 +83,7 @@ def install_plan(
     is written here: pass the plan to `apply_install`.
     """
     _check_command(nftfwd_bin)
-    if not root.is_dir():
+    if root.exists() and not root.is_dir():
         raise NftfwdError(f"--root {root}: not a directory; give the directory to install into.")
     if not _TABLE.fullmatch(table):
         raise NftfwdError(f"{table!r} is not a valid nftfwd table name.")

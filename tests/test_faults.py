@@ -6,15 +6,16 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from ipaddress import IPv4Network
+from ipaddress import IPv4Network, ip_address
 from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
 
 from nftfwd.errors import NftfwdError
-from nftfwd.kernel.conntrack import Flow, matching_deletes
+from nftfwd.kernel.conntrack import Flow, gone_entries
 from nftfwd.kernel.forwarding import SYSCTL_FILE, enable_forwarding
+from nftfwd.kernel.netlink import Tracked
 from nftfwd.kernel.state import installed_table, read_state_json
 from nftfwd.model import Bridge, Host
 
@@ -114,37 +115,40 @@ def test_a_broken_nftables_binding_names_the_package(tmp_path: Path, source: str
     assert "python3-nftables" in result.stderr and "Traceback" not in result.stderr
 
 
-LISTING = """\
-tcp      6 299 ESTABLISHED src=198.51.100.7 dst=203.0.113.1 sport=40000 dport=8080 \
-src=192.168.122.10 dst=198.51.100.7 sport=80 dport=40000 [ASSURED] mark=0 use=1
-tcp      6 299 ESTABLISHED src=198.51.100.7 dst=203.0.113.1 sport=40001 dport=8085 \
-src=192.168.122.10 dst=198.51.100.7 sport=85 dport=40001 [ASSURED] mark=0 zone=3 use=1
-tcp      6 299 ESTABLISHED src=198.51.100.7 dst=203.0.113.1 sport=40002 dport=8085 \
-src=192.168.122.10 dst=198.51.100.7 sport=80 dport=40002 [ASSURED] mark=0 use=1
-tcp      6 299 ESTABLISHED src=198.51.100.7 dst=203.0.113.1 sport=40003 dport=8443 \
-src=192.168.122.11 dst=198.51.100.7 sport=443 dport=40003 [ASSURED] mark=0 use=1
-tcp      6 299 ESTABLISHED src=192.168.122.10 dst=192.0.2.1 sport=80 dport=9000 \
-src=192.0.2.1 dst=203.0.113.1 sport=9000 dport=80 [ASSURED] mark=0 use=1
-garbage line
-"""
+def _tracked(
+    family: str, proto: int, dport: int, guest: str, guest_port: int, zone: int = 0
+) -> Tracked:
+    client, host = (
+        ("198.51.100.7", "203.0.113.1") if family == "ip" else ("2001:db8::7", "2001:db8::1")
+    )
+    return Tracked(
+        family,
+        proto,
+        ip_address(client).packed,
+        ip_address(host).packed,
+        40000 + dport % 1000,
+        dport,
+        ip_address(guest).packed,
+        guest_port,
+        zone,
+    )
 
 
 def test_one_listing_selects_only_the_flows_of_removed_forwards() -> None:
-    # 8080-8090 went to .10 port 80-90: same offsets only; 8443 -> .11 stays.
+    # 8080-8090 went to .10 port 80-90, over tcp: the same offsets only, in any zone.
     removed = [Flow("ip", "tcp", 8080, 8090, "192.168.122.10", 80)]
-    deletes = matching_deletes(LISTING, "ip", "tcp", removed)
-    assert deletes == [
-        "-D -f ipv4 -p tcp -s 198.51.100.7 -d 203.0.113.1 --sport 40000 --dport 8080\n",
-        "-D -f ipv4 -p tcp -s 198.51.100.7 -d 203.0.113.1 --sport 40001 --dport 8085 -w 3\n",
+    through_it = [_tracked("ip", 6, 8080, "192.168.122.10", 80)]
+    through_it.append(_tracked("ip", 6, 8085, "192.168.122.10", 85, zone=3))
+    elsewhere = [
+        _tracked("ip", 6, 8085, "192.168.122.10", 80),  # another offset: another forward
+        _tracked("ip", 6, 8443, "192.168.122.11", 443),  # a forward that stays
+        _tracked("ip", 17, 8080, "192.168.122.10", 80),  # udp: not this forward
+        _tracked("ip", 6, 8091, "192.168.122.10", 91),  # past the range
     ]
+    assert gone_entries([*elsewhere, *through_it], removed) == through_it
 
 
 def test_ipv6_flows_match_whatever_the_spelling_of_the_address() -> None:
-    listing = (
-        "udp      17 29 src=2001:db8::7 dst=2001:db8::1 sport=5000 dport=27015 "
-        "src=fd00:122:0:0::10 dst=2001:db8::7 sport=27015 dport=5000 mark=0 use=1\n"
-    )
     removed = [Flow("ip6", "udp", 1, 65535, "fd00:122::10", 1)]
-    assert matching_deletes(listing, "ip6", "udp", removed) == [
-        "-D -f ipv6 -p udp -s 2001:db8::7 -d 2001:db8::1 --sport 5000 --dport 27015\n"
-    ]
+    entry = _tracked("ip6", 17, 27015, "fd00:122:0:0:0:0:0:10", 27015)
+    assert gone_entries([entry], removed) == [entry]

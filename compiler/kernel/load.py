@@ -147,9 +147,13 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         write_state(directory / PREVIOUS, batch_file(plan.previous))
         stage(directory / LAST_GOOD, batch_file(compiled.batch))
         stage(directory / OWNED, owned_record(table.name))
-        if options.confirm_seconds is None:
-            return _load_now(nft, directory, plan)
-        return _load_with_confirmation(nft, directory, plan, options)
+        try:
+            if options.confirm_seconds is None:
+                return _load_now(nft, directory, plan)
+            return _load_with_confirmation(nft, directory, plan, options)
+        except NftfwdError:
+            drop_new_rules_files(directory)
+            raise
 
 
 def _retired_table(nft: Nft, directory: Path, table: Table) -> Table | None:

@@ -121,7 +121,7 @@ def test_an_error_after_the_transaction_rolls_back(ns: Namespace, tmp_path: Path
     )
     assert result.returncode == 3, result.stderr
     assert "applying table inet nftfwd in one transaction" in result.stderr
-    assert "(No space left on device); free some space there.: rolled back" in result.stderr
+    assert "(No space left on device); free some space there: rolled back" in result.stderr
     assert "Traceback" not in result.stderr
     assert ns.ruleset() == before
     _settled(ns)

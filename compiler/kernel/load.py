@@ -130,6 +130,7 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         waiting = read_pending(directory)
         if not diff.changed and retired is None:
             say("nothing to change.")
+            _record_owned(directory, table.name)
             if waiting is not None:
                 say(
                     f"note: a load waits for confirmation ({max(0, int(waiting.left()))} s "
@@ -141,7 +142,7 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
         if options.interactive and not options.yes and not _ask("Apply these changes?"):
             say("declined; nothing was changed.")
             return DECLINED
-        plan = _plan(table, live, compiled, retired, gone_flows(diff.forwards))
+        plan = _plan(nft, table, live, compiled, retired, gone_flows(diff.forwards))
         # Everything is written before the transaction: a state directory that is full,
         # read-only or not ours fails here, with nothing changed.
         write_state(directory / PREVIOUS, batch_file(plan.previous))
@@ -156,6 +157,14 @@ def load(host: Host, table: Table, options: LoadOptions) -> int:
             raise
 
 
+def _record_owned(directory: Path, name: str) -> None:
+    """A host loaded before nftfwd kept table.json learns its table on the next run;
+    nothing depends on it now, so a state fault here is not one for this run."""
+    if owned_table(directory) != name:
+        with contextlib.suppress(NftfwdError):
+            write_state(directory / OWNED, owned_record(name))
+
+
 def _retired_table(nft: Nft, directory: Path, table: Table) -> Table | None:
     """The table nftfwd owned until now under another name, if it is still there."""
     owned = owned_table(directory)
@@ -165,6 +174,7 @@ def _retired_table(nft: Nft, directory: Path, table: Table) -> Table | None:
 
 
 def _plan(
+    nft: Nft,
     table: Table,
     live: LiveTable,
     compiled: Compiled,
@@ -173,7 +183,6 @@ def _plan(
 ) -> Plan:
     transaction, previous = compiled.batch, restore_batch(table, live)
     if retired is not None:
-        nft = Nft()
         old = LiveTable(nft.list_table_json(retired.family, retired.name), "")
         ident = {"family": retired.family, "name": retired.name}
         transaction = {"nftables": [*transaction["nftables"], {"delete": {"table": ident}}]}
@@ -310,7 +319,7 @@ def _load_with_confirmation(nft: Nft, directory: Path, plan: Plan, options: Load
                 f"`nft -j -f {directory / PREVIOUS}`."
             ) from None
         drop_new_rules_files(directory)
-        say(f"{why}: rolled back to the previous table.")
+        say(f"{why.rstrip('.')}: rolled back to the previous table.")
         return ROLLED_BACK
 
 

@@ -248,9 +248,19 @@ def load(
         typer.Option(
             "--confirm",
             metavar="SECONDS",
-            help="Roll back unless confirmed within SECONDS (nftfwd confirm).",
+            min=1,
+            max=3600,
+            help="Roll back unless confirmed within SECONDS, 1 to 3600 (nftfwd confirm).",
         ),
     ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="With --confirm: return once the rules are live; a guard process "
+            "rolls them back unless `nftfwd confirm` runs in time.",
+        ),
+    ] = False,
     enable_forwarding: Annotated[
         bool,
         typer.Option(
@@ -268,8 +278,11 @@ def load(
     from nftfwd.kernel.load import load as run_load
 
     del atomic  # every load is one transaction; the flag says so on the command line
-    if confirm is not None and confirm < 1:
-        _fail("--confirm needs a number of seconds of at least 1.")
+    if detach and confirm is None:
+        _fail(
+            "--detach needs --confirm SECONDS: the guard it leaves behind rolls back "
+            "unconfirmed rules."
+        )
     loaded, chosen, table = _compiled(model, host)
     if enable_forwarding and not dry_run:
         from nftfwd.kernel.forwarding import enable_forwarding as turn_on
@@ -283,6 +296,7 @@ def load(
         yes=yes,
         dry_run=dry_run,
         confirm_seconds=confirm,
+        detach=detach,
         color=_color(sys.stdout),
         interactive=sys.stdin.isatty(),
     )
@@ -381,8 +395,7 @@ def confirm_command() -> None:
     """
     from nftfwd.kernel.load import confirm_pending
 
-    confirm_pending()
-    print("confirmed: the new rules stay.")
+    print(confirm_pending())
 
 
 def _self_path() -> str:
@@ -448,16 +461,16 @@ def uninstall(
     from nftfwd.install import MODEL
     from nftfwd.install import uninstall as remove_files
 
-    table = "nftfwd"
-    if (root / MODEL).exists():
-        from nftfwd.config import load_model
-
-        table = load_model(root / MODEL).table
     if root == Path("/"):
         import contextlib
 
+        from nftfwd.kernel.state import installed_table
         from nftfwd.kernel.system import delete_table, systemctl
 
+        # Only the table's name is needed: a broken model does not stop an uninstall.
+        table, note = installed_table(root / MODEL, use_state=True)
+        if note:
+            print(note, file=sys.stderr)
         with contextlib.suppress(NftfwdError):  # not installed, or not a systemd host
             systemctl("disable", "--now", "nftfwd.service")
         delete_table("inet", table)

@@ -85,6 +85,8 @@ def install_plan(
     is written here: pass the plan to `apply_install`.
     """
     _check_command(nftfwd_bin)
+    if root.exists() and not root.is_dir():
+        raise NftfwdError(f"--root {root}: not a directory; give the directory to install into.")
     if not _TABLE.fullmatch(table):
         raise NftfwdError(f"{table!r} is not a valid nftfwd table name.")
     plan = [
@@ -117,7 +119,10 @@ def apply_install(plan: list[PlannedFile]) -> list[Path]:
             same = False
         if same:
             continue
-        write_atomically(planned.path, data, planned.mode)
+        try:
+            write_atomically(planned.path, data, planned.mode)
+        except OSError as err:
+            raise NftfwdError(f"cannot write {planned.path} ({err.strerror}).") from None
         changed.append(planned.path)
     return changed
 

@@ -272,7 +272,8 @@ def load(
     """Show the diff, then apply it as one kernel transaction: all of it or none of it.
 
     Exit codes: 0 applied or nothing to change, 1 declined or --dry-run with changes,
-    2 error (the host is unchanged), 3 rolled back (not confirmed in time).
+    2 error (the host is unchanged), 3 rolled back (--confirm: not confirmed in time,
+    interrupted, or an error after the transaction).
     """
     from nftfwd.kernel.load import LoadOptions
     from nftfwd.kernel.load import load as run_load

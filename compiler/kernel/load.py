@@ -50,6 +50,7 @@ class LoadOptions:
     confirm_seconds: int | None = None
     color: bool = False
     interactive: bool = False  # stdin is a terminal: ask before applying
+    wait_for_lock: bool = True  # False: LockBusy when another run holds the lock
 
 
 def say(message: str) -> None:
@@ -59,7 +60,7 @@ def say(message: str) -> None:
 
 
 def load(host: Host, table: Table, options: LoadOptions) -> int:
-    with exclusive_lock():
+    with exclusive_lock(wait=options.wait_for_lock):
         nft = Nft()
         live = read_live(nft, table)
         with _refusal_reported(table):

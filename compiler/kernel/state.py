@@ -23,14 +23,25 @@ def state_dir() -> Path:
     return path
 
 
+class LockBusy(NftfwdError):
+    """Another nftfwd run holds the lock, and the caller chose not to wait for it."""
+
+
 @contextlib.contextmanager
-def exclusive_lock() -> Iterator[None]:
-    """Loads on one host run one after the other, never interleaved."""
+def exclusive_lock(*, wait: bool = True) -> Iterator[None]:
+    """Loads on one host run one after the other, never interleaved.
+
+    With `wait` False a held lock raises LockBusy at once: the libvirt hook must not
+    wait, since libvirt waits for its hooks and a `load --confirm` can hold the lock
+    for minutes.
+    """
     path = state_dir() / "lock"
     with open(path, "a") as handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise LockBusy(f"another nftfwd run holds the lock {path}.") from None
             print("waiting for another nftfwd run to finish...", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:

@@ -15,6 +15,8 @@ The unit's choices:
   every table, nftfwd's included) stops or restarts nftfwd too, so its table comes back.
   PartOf does not pass on a plain start, so the unit is also `WantedBy=nftables.service`:
   `systemctl start nftables` after a stop brings nftfwd back as well.
+- `ReloadPropagatedFrom=nftables.service`: `systemctl reload nftables` runs
+  /etc/nftables.conf again (`flush ruleset` on Debian), and reloads nftfwd after it.
 - `ExecStop` deletes nftfwd's table, and only it: `systemctl stop nftfwd` then means
   "forwards off", and an inactive unit never leaves forwards behind that `systemctl
   status` hides. It runs nft directly, as `add table; delete table` in one

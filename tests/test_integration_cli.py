@@ -60,24 +60,30 @@ def test_root_lays_out_the_hook_also_without_libvirt(tmp_path: Path) -> None:
     ]
 
 
-@pytest.mark.kernel
-def test_install_on_a_host_without_systemd_is_done_in_part(tmp_path: Path) -> None:
-    """`nftfwd install` on / itself, in a mount namespace where /run is empty (no
-    systemd) and /etc an overlay whose writes land in tmp_path: it installs the files,
-    says what it did and what is left, exits 1, and calls no systemctl."""
+def _without_systemd(netns: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`nftfwd ARGS` on / itself, in a network namespace of the test's and a mount
+    namespace where /run is empty (no systemd) and /etc an overlay whose writes land in
+    tmp_path/upper."""
     upper, work = tmp_path / "upper", tmp_path / "work"
-    upper.mkdir()
-    work.mkdir()
+    upper.mkdir(exist_ok=True)
+    work.mkdir(exist_ok=True)
     shell = (
         "mount -t tmpfs tmpfs /run && "
         f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
         'exec "$@"'
     )
-    result = subprocess.run(
-        ["unshare", "--mount", "--propagation", "private", "sh", "-c", shell, "sh",
-         NFTFWD, "install", str(HOMELAB)],
+    return subprocess.run(
+        ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
+         "sh", "-c", shell, "sh", NFTFWD, *args],
         capture_output=True, text=True, timeout=60,
     )  # fmt: skip
+
+
+@pytest.mark.kernel
+def test_install_on_a_host_without_systemd_is_done_in_part(netns: str, tmp_path: Path) -> None:
+    """install puts the files in place, says what it did and what is left, exits 1, and
+    calls no systemctl; uninstall then removes them and the table, exit 0."""
+    result = _without_systemd(netns, tmp_path, "install", str(HOMELAB))
     assert result.returncode == 1, result.stderr
     assert "wrote /etc/systemd/system/nftfwd.service: systemd unit" in result.stdout
     assert "wrote /etc/nftfwd/nftfwd.yaml: the model the unit loads" in result.stdout
@@ -92,10 +98,24 @@ def test_install_on_a_host_without_systemd_is_done_in_part(tmp_path: Path) -> No
         "  (or, once systemd runs this host: systemctl daemon-reload && "
         "systemctl enable --now nftfwd.service)\n"
     )
+    upper = tmp_path / "upper"
     assert (upper / "nftfwd/nftfwd.yaml").read_text() == HOMELAB.read_text()
     assert "ExecStart=" in (upper / "systemd/system/nftfwd.service").read_text()
     hooks = [p for p in (upper / "libvirt/hooks").rglob("*") if p.is_file()]
     assert len(hooks) == 1 and "libvirt hook --model" in hooks[0].read_text()
+    assert _tables(netns) == ""  # nothing loaded
+
+    subprocess.run(["ip", "netns", "exec", netns, "nft", "add table inet nftfwd"], check=True)
+    removed = _without_systemd(netns, tmp_path, "uninstall", "--purge")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.splitlines() == [
+        "removed table inet nftfwd.",
+        "removed /etc/systemd/system/nftfwd.service",
+        f"removed /etc/{hooks[0].relative_to(upper)}",
+        "removed /etc/nftfwd/nftfwd.yaml",
+    ]
+    assert [p for p in upper.rglob("*") if p.is_file() and p.stat().st_size] == []
+    assert _tables(netns) == ""
 
 
 def test_install_refuses_a_model_with_errors(tmp_path: Path) -> None:

@@ -70,7 +70,9 @@ def root(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     enter(directory, "systemctl", "enable", "nftables.service", "nftfwd-test-net.service")
     print(f"root made in {time.monotonic() - started:.1f} s")
     yield directory
+    started = time.monotonic()
     shutil.rmtree(directory, ignore_errors=True)
+    print(f"root removed in {time.monotonic() - started:.1f} s")
 
 
 @pytest.fixture(scope="module")
@@ -82,7 +84,9 @@ def box(root: Path) -> Iterator[Booted]:
         print(f"booted in {time.monotonic() - started:.1f} s")
         yield booted
     finally:
+        started = time.monotonic()
         booted.shutdown()
+        print(f"shut down in {time.monotonic() - started:.1f} s")
 
 
 def table_handle(box: Booted, name: str = "nftfwd") -> int | None:
@@ -272,6 +276,26 @@ def test_the_hook_does_not_wait_while_a_load_holds_the_lock(box: Booted) -> None
         "libvirt network default started begin: not reloaded: another nftfwd run holds the "
         "lock /var/lib/nftfwd/lock."
     )
+
+
+def test_uninstall_disables_the_unit_and_removes_only_nftfwds_table(box: Booted) -> None:
+    loaded(box)
+    before = tables(box)
+    result = box.run("nftfwd", "uninstall", check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == [
+        "removed table inet nftfwd.",
+        "removed /etc/systemd/system/nftfwd.service",
+        "removed /etc/libvirt/hooks/network",
+    ]
+    assert tables(box) == [t for t in before if t != "table inet nftfwd"]
+    state = box.run("systemctl", "is-enabled", "nftfwd", check=False).stdout.strip()
+    assert state in ("", "not-found"), state
+    assert box.run("test", "-f", "/etc/nftfwd/nftfwd.yaml", check=False).returncode == 0
+    # After a restart of nftables nothing brings the table back.
+    box.run("systemctl", "restart", "nftables")
+    time.sleep(2)
+    assert table_handle(box) is None
 
 
 def hook_entries(box: Booted, cursor: str) -> list[tuple[str, str]]:

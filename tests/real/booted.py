@@ -9,6 +9,7 @@ systemd. Commands run inside with `nsenter` into the namespaces of the container
 from __future__ import annotations
 
 import queue
+import shutil
 import signal
 import subprocess
 import threading
@@ -31,15 +32,11 @@ def make_root(directory: Path, suite: str = "trixie") -> None:
     (its sources only; Debian's packages give its dependencies)."""
     subprocess.run([str(DEBIAN_ROOT), "make", suite, str(directory), *PACKAGES], check=True)
     source = directory / "opt/nftfwd-src"
-    files = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-z", "pyproject.toml", "README.md", "compiler",
-         "templates", "schemas"],
-        capture_output=True, check=True,
-    ).stdout.split(b"\0")  # fmt: skip
-    for name in filter(None, files):
-        target = source / name.decode()
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes((REPO / name.decode()).read_bytes())
+    skip = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for name in ("compiler", "templates", "schemas"):
+        shutil.copytree(REPO / name, source / name, ignore=skip)
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(REPO / name, source / name)
     enter(
         directory,
         "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--break-system-packages",

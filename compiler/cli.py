@@ -335,16 +335,27 @@ def install(
 
     load_now = f"{command} load --atomic /{MODEL}"
     if not systemd_running():
+        # A chroot, an image being built, or another init: systemctl enables offline
+        # where it exists (then systemd loads the model at boot); nothing loads now.
+        try:
+            systemctl("enable", "nftfwd.service")
+        except NftfwdError:
+            _partly_done(
+                "this host does not run systemd (no /run/systemd/system): nftfwd.service is "
+                "in place but not enabled, and nothing was loaded.",
+                [
+                    f"load the rules now: {load_now}",
+                    "load them at every boot, after the network is up and after "
+                    f"/etc/nftables.conf: have your init system run {load_now} --yes",
+                    "(or, once systemd runs this host: systemctl daemon-reload && "
+                    "systemctl enable --now nftfwd.service)",
+                ],
+            )
         _partly_done(
-            "this host does not run systemd (no /run/systemd/system): nftfwd.service is in "
-            "place but not enabled, and nothing was loaded.",
-            [
-                f"load the rules now: {load_now}",
-                "load them at every boot, after the network is up and after "
-                f"/etc/nftables.conf: have your init system run {load_now} --yes",
-                "(or, once systemd runs this host: systemctl daemon-reload && "
-                "systemctl enable --now nftfwd.service)",
-            ],
+            "systemd is not running here (no /run/systemd/system: a chroot, or an image "
+            "being built): nftfwd.service is enabled and loads the model at boot, but "
+            "nothing was loaded now.",
+            [f"load the rules now, on the system that forwards: {load_now}"],
         )
     try:
         systemctl("daemon-reload")

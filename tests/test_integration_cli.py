@@ -7,6 +7,7 @@ import io
 import itertools
 import os
 import re
+import shutil
 import subprocess
 import sys
 import time
@@ -60,17 +61,19 @@ def test_root_lays_out_the_hook_also_without_libvirt(tmp_path: Path) -> None:
     ]
 
 
-def _without_systemd(netns: str, tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+def _without_systemd(
+    netns: str, tmp_path: Path, *args: str, systemctl: bool = True
+) -> subprocess.CompletedProcess[str]:
     """`nftfwd ARGS` on / itself, in a network namespace of the test's and a mount
-    namespace where /run is empty (no systemd) and /etc an overlay whose writes land in
-    tmp_path/upper."""
+    namespace where /run is empty (systemd not running) and /etc an overlay whose
+    writes land in tmp_path/upper; without `systemctl`, none is on PATH either."""
     upper, work = tmp_path / "upper", tmp_path / "work"
     upper.mkdir(exist_ok=True)
     work.mkdir(exist_ok=True)
     shell = (
         "mount -t tmpfs tmpfs /run && "
         f"mount -t overlay overlay -o lowerdir=/etc,upperdir={upper},workdir={work} /etc && "
-        'exec "$@"'
+        + ('exec "$@"' if systemctl else 'PATH=/var/empty exec "$@"')
     )
     return subprocess.run(
         ["ip", "netns", "exec", netns, "unshare", "--mount", "--propagation", "private",
@@ -79,15 +82,63 @@ def _without_systemd(netns: str, tmp_path: Path, *args: str) -> subprocess.Compl
     )  # fmt: skip
 
 
-@pytest.mark.kernel
-def test_install_on_a_host_without_systemd_is_done_in_part(netns: str, tmp_path: Path) -> None:
-    """install puts the files in place, says what it did and what is left, exits 1, and
-    calls no systemctl; uninstall then removes them and the table, exit 0."""
-    result = _without_systemd(netns, tmp_path, "install", str(HOMELAB))
-    assert result.returncode == 1, result.stderr
+def _installed_files(upper: Path, result: subprocess.CompletedProcess[str]) -> Path:
+    """The files install reports and writes on / (here: into the overlay); the hook."""
     assert "wrote /etc/systemd/system/nftfwd.service: systemd unit" in result.stdout
     assert "wrote /etc/nftfwd/nftfwd.yaml: the model the unit loads" in result.stdout
     assert "wrote /etc/libvirt/hooks/network" in result.stdout
+    assert (upper / "nftfwd/nftfwd.yaml").read_text() == HOMELAB.read_text()
+    assert "ExecStart=" in (upper / "systemd/system/nftfwd.service").read_text()
+    [hook] = [p for p in (upper / "libvirt/hooks").rglob("*") if p.is_file()]
+    assert "libvirt hook --model" in hook.read_text()
+    return hook
+
+
+@pytest.mark.kernel
+def test_install_where_systemd_is_not_running_enables_offline(netns: str, tmp_path: Path) -> None:
+    """A chroot or an image build: systemctl enables offline, so systemd loads the
+    model at boot; nothing is loaded now, and install says so: exit 1, done in part."""
+    assert shutil.which("systemctl"), "this test needs systemctl (Debian's systemd package)"
+    result = _without_systemd(netns, tmp_path, "install", str(HOMELAB))
+    assert result.returncode == 1, result.stderr
+    upper = tmp_path / "upper"
+    hook = _installed_files(upper, result)
+    assert result.stderr == (
+        "done in part: systemd is not running here (no /run/systemd/system: a chroot, or an "
+        "image being built): nftfwd.service is enabled and loads the model at boot, but "
+        "nothing was loaded now.\n"
+        "still to do:\n"
+        f"  load the rules now, on the system that forwards: {NFTFWD} load --atomic "
+        "/etc/nftfwd/nftfwd.yaml\n"
+    )
+    # The links point to /etc/systemd/system/nftfwd.service, there only in the overlay.
+    units = sorted((upper / "systemd/system").iterdir())
+    wanted_by = [d.name for d in units if (d / "nftfwd.service").is_symlink()]
+    assert wanted_by == ["multi-user.target.wants", "nftables.service.wants"]
+    assert _tables(netns) == ""  # nothing loaded
+
+    removed = _without_systemd(netns, tmp_path, "uninstall", "--purge")
+    assert removed.returncode == 0, removed.stderr
+    assert removed.stdout.splitlines() == [
+        "removed table inet nftfwd.",
+        "removed /etc/systemd/system/multi-user.target.wants/nftfwd.service",
+        "removed /etc/systemd/system/nftables.service.wants/nftfwd.service",
+        "removed /etc/systemd/system/nftfwd.service",
+        f"removed /etc/{hook.relative_to(upper)}",
+        "removed /etc/nftfwd/nftfwd.yaml",
+    ]
+    left = [p for p in upper.rglob("*") if p.is_symlink() or (p.is_file() and p.stat().st_size)]
+    assert left == []
+
+
+@pytest.mark.kernel
+def test_install_on_a_host_without_systemd_is_done_in_part(netns: str, tmp_path: Path) -> None:
+    """Another init system, no systemctl: install puts the files in place, says what is
+    left (load now, and at boot), exits 1; uninstall removes them and the table, exit 0."""
+    result = _without_systemd(netns, tmp_path, "install", str(HOMELAB), systemctl=False)
+    assert result.returncode == 1, result.stderr
+    upper = tmp_path / "upper"
+    hook = _installed_files(upper, result)
     assert result.stderr == (
         "done in part: this host does not run systemd (no /run/systemd/system): "
         "nftfwd.service is in place but not enabled, and nothing was loaded.\n"
@@ -98,20 +149,16 @@ def test_install_on_a_host_without_systemd_is_done_in_part(netns: str, tmp_path:
         "  (or, once systemd runs this host: systemctl daemon-reload && "
         "systemctl enable --now nftfwd.service)\n"
     )
-    upper = tmp_path / "upper"
-    assert (upper / "nftfwd/nftfwd.yaml").read_text() == HOMELAB.read_text()
-    assert "ExecStart=" in (upper / "systemd/system/nftfwd.service").read_text()
-    hooks = [p for p in (upper / "libvirt/hooks").rglob("*") if p.is_file()]
-    assert len(hooks) == 1 and "libvirt hook --model" in hooks[0].read_text()
+    assert not list(upper.glob("systemd/system/*.wants"))
     assert _tables(netns) == ""  # nothing loaded
 
     subprocess.run(["ip", "netns", "exec", netns, "nft", "add table inet nftfwd"], check=True)
-    removed = _without_systemd(netns, tmp_path, "uninstall", "--purge")
+    removed = _without_systemd(netns, tmp_path, "uninstall", "--purge", systemctl=False)
     assert removed.returncode == 0, removed.stderr
     assert removed.stdout.splitlines() == [
         "removed table inet nftfwd.",
         "removed /etc/systemd/system/nftfwd.service",
-        f"removed /etc/{hooks[0].relative_to(upper)}",
+        f"removed /etc/{hook.relative_to(upper)}",
         "removed /etc/nftfwd/nftfwd.yaml",
     ]
     assert [p for p in upper.rglob("*") if p.is_file() and p.stat().st_size] == []

@@ -1,9 +1,10 @@
 """nftfwd beside real systemd: a Debian 13 root booted with systemd-nspawn, `nftfwd install`
 run there, Debian's stock /etc/nftables.conf (`flush ruleset`) and nftables.service enabled.
 
-The tests run in file order on one container (module fixtures): install without systemd
-(chroot), install with it, then reboot, restarts and reloads of nftables and nftfwd, stop,
-and the libvirt hook's messages in the real journal.
+The tests run in file order on one container (module fixtures): install in the root as a
+chroot (systemd not running), boot, install with systemd, then reboot, restarts and
+reloads of nftables and nftfwd, stop, the libvirt hook's messages in the real journal and
+its lock, and uninstall.
 """
 
 from __future__ import annotations
@@ -118,9 +119,9 @@ def loaded(box: Booted) -> int:
     return handle
 
 
-def test_install_without_systemd_is_done_in_part(root: Path) -> None:
-    """In the root as a chroot, no systemd runs: the files go in place, nothing is
-    enabled or loaded, and the output says what is left; exit 1."""
+def test_install_in_the_root_as_a_chroot_is_done_in_part(root: Path) -> None:
+    """No systemd runs in a chroot (as in an image build): the files go in place, the
+    unit is enabled offline, nothing is loaded, and the output says what is left; exit 1."""
     result = enter(root, "nftfwd", "install", "/root/model.yaml", check=False)
     assert result.returncode == 1, result.stderr
     assert result.stdout.splitlines() == [
@@ -130,12 +131,23 @@ def test_install_without_systemd_is_done_in_part(root: Path) -> None:
         "wrote /etc/libvirt/hooks/network: libvirt network hook; libvirt is not installed: "
         "in place for when it is",
     ]
-    assert result.stderr.startswith(
-        "done in part: this host does not run systemd (no /run/systemd/system): "
-        "nftfwd.service is in place but not enabled, and nothing was loaded.\nstill to do:\n"
-        "  load the rules now: /usr/local/bin/nftfwd load --atomic /etc/nftfwd/nftfwd.yaml\n"
+    assert result.stderr.endswith(
+        "done in part: systemd is not running here (no /run/systemd/system: a chroot, or an "
+        "image being built): nftfwd.service is enabled and loads the model at boot, but "
+        "nothing was loaded now.\nstill to do:\n"
+        "  load the rules now, on the system that forwards: /usr/local/bin/nftfwd load "
+        "--atomic /etc/nftfwd/nftfwd.yaml\n"
     )
-    assert not list((root / "etc/systemd/system").glob("*.wants/nftfwd.service"))
+    units = root / "etc/systemd/system"
+    assert sorted(p.name for p in units.iterdir() if (p / "nftfwd.service").is_symlink()) == [
+        "multi-user.target.wants",
+        "nftables.service.wants",
+    ]
+
+
+def test_the_first_boot_loads_the_table(box: Booted) -> None:
+    """What the chroot's install enabled loads the model at the first boot."""
+    loaded(box)
 
 
 def test_install_enables_the_unit_and_loads_the_table(box: Booted) -> None:

@@ -290,6 +290,31 @@ def test_the_hook_does_not_wait_while_a_load_holds_the_lock(box: Booted) -> None
     )
 
 
+def test_install_says_what_is_left_when_the_unit_fails_to_start(box: Booted) -> None:
+    """The files are in place but the load fails (here: the state directory is a file):
+    install reports systemd's error and what to do, exit 1; nothing is half-written."""
+    loaded(box)
+    box.run("systemctl", "stop", "nftfwd")
+    box.run("sh", "-c", "mv /var/lib/nftfwd /var/lib/nftfwd.away && touch /var/lib/nftfwd")
+    try:
+        result = box.run("nftfwd", "install", check=False)  # the model in /etc/nftfwd
+    finally:
+        box.run("sh", "-c", "rm /var/lib/nftfwd && mv /var/lib/nftfwd.away /var/lib/nftfwd")
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith(
+        "done in part: the files are in place, but `systemctl enable --now nftfwd.service` failed: "
+    ), result.stderr
+    assert result.stderr.endswith(
+        "still to do:\n"
+        "  see why: systemctl status nftfwd.service; journalctl -u nftfwd.service\n"
+        "  then: systemctl daemon-reload && systemctl enable --now nftfwd.service\n"
+    )
+    log = box.run("journalctl", "-u", "nftfwd", "-n", "20", "-o", "cat").stdout
+    assert "cannot use the state directory /var/lib/nftfwd" in log
+    box.run("systemctl", "restart", "nftfwd")
+    loaded(box)
+
+
 def test_uninstall_disables_the_unit_and_removes_only_nftfwds_table(box: Booted) -> None:
     loaded(box)
     before = tables(box)

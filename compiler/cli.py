@@ -15,6 +15,8 @@ from typing import Annotated, NoReturn
 import typer
 
 from nftfwd.errors import NftfwdError
+from nftfwd.install import MODEL
+from nftfwd.kernel.state import DEFAULT_STATE_DIR
 from nftfwd.model import Host
 
 # Child contexts inherit help_option_names, so -h works on every command.
@@ -422,32 +424,85 @@ def install(
     model: ModelArg = None,
     root: RootOpt = Path("/"),
     force: Annotated[bool, typer.Option("--force", help="Replace a different model.")] = False,
+    libvirt_hook: Annotated[
+        bool,
+        typer.Option(
+            "--libvirt-hook/--no-libvirt-hook",
+            help="Lay out the libvirt network hook (also before libvirt is installed).",
+        ),
+    ] = True,
 ) -> None:
     """Boot persistence: the systemd unit, the model in /etc/nftfwd, the libvirt hook.
 
-    Exit codes: 0 done, 2 error.
+    Exit codes: 0 done; 1 done in part (the files are in place, the rest is printed: for
+    example on a host without systemd); 2 error, nothing changed.
     """
     from nftfwd.config import load_model, model_path
     from nftfwd.install import apply_install, install_plan
 
     path = model_path(model)
     loaded = load_model(path)
+    command = _self_path()
     plan = install_plan(
         root=root,
         model_path=path.resolve(),
-        nftfwd_bin=_self_path(),
+        nftfwd_bin=command,
         table=loaded.table,
         force=force,
+        libvirt_hook=libvirt_hook,
     )
     changed = set(apply_install(plan))
     for planned in plan:
         print(f"{'wrote' if planned.path in changed else 'kept '} {planned.path}: {planned.note}")
-    if root == Path("/"):
-        from nftfwd.kernel.system import systemctl
+    if root != Path("/"):
+        print(f"to start it at boot in that tree: systemctl --root={root} enable nftfwd.service")
+        return
+    from nftfwd.kernel.system import systemctl, systemd_running
 
+    load_now = f"{command} load --atomic /{MODEL}"
+    if not systemd_running():
+        # A chroot, an image being built, or another init: systemctl enables offline
+        # where it exists (then systemd loads the model at boot); nothing loads now.
+        try:
+            systemctl("enable", "nftfwd.service")
+        except NftfwdError:
+            _partly_done(
+                "this host does not run systemd (no /run/systemd/system): nftfwd.service is "
+                "in place but not enabled, and nothing was loaded.",
+                [
+                    f"load the rules now: {load_now}",
+                    "load them at every boot, after the network is up and after "
+                    f"/etc/nftables.conf: have your init system run {load_now} --yes",
+                    "(or, once systemd runs this host: systemctl daemon-reload && "
+                    "systemctl enable --now nftfwd.service)",
+                ],
+            )
+        _partly_done(
+            "systemd is not running here (no /run/systemd/system: a chroot, or an image "
+            "being built): nftfwd.service is enabled and loads the model at boot, but "
+            "nothing was loaded now.",
+            [f"load the rules now, on the system that forwards: {load_now}"],
+        )
+    try:
         systemctl("daemon-reload")
         systemctl("enable", "--now", "nftfwd.service")
-        print("enabled nftfwd.service; it loads the model now and at every boot.")
+    except NftfwdError as err:
+        _partly_done(
+            f"the files are in place, but {err}",
+            [
+                "see why: systemctl status nftfwd.service; journalctl -u nftfwd.service",
+                "then: systemctl daemon-reload && systemctl enable --now nftfwd.service",
+            ],
+        )
+    print("enabled nftfwd.service; it loads the model now and at every boot.")
+
+
+def _partly_done(what: str, still_to_do: list[str]) -> NoReturn:
+    """Exit 1, "done in part" (model.md): what is missing, then what the admin must do."""
+    print(f"done in part: {what}\nstill to do:", file=sys.stderr)
+    for step in still_to_do:
+        print(f"  {step}", file=sys.stderr)
+    raise typer.Exit(1)
 
 
 @app.command(short_help="Remove the unit, the hook and nftfwd's table; nothing else.")
@@ -457,32 +512,40 @@ def uninstall(
 ) -> None:
     """Remove the unit, the hook and nftfwd's table; nothing else.
 
-    Exit codes: 0 done, 2 error.
+    Exit codes: 0 done; 1 done in part (systemd could not disable the unit: printed);
+    2 error.
     """
-    from nftfwd.install import MODEL
     from nftfwd.install import uninstall as remove_files
 
-    if root == Path("/"):
-        import contextlib
-
+    live = root == Path("/")
+    failed: list[str] = []
+    if live:
         from nftfwd.kernel.state import installed_table
-        from nftfwd.kernel.system import delete_table, systemctl
+        from nftfwd.kernel.system import delete_table, systemctl, systemd_running
 
         # Only the table's name is needed: a broken model does not stop an uninstall.
         table, note = installed_table(root / MODEL, use_state=True)
         if note:
             print(note, file=sys.stderr)
-        with contextlib.suppress(NftfwdError):  # not installed, or not a systemd host
-            systemctl("disable", "--now", "nftfwd.service")
+        if systemd_running():
+            try:
+                systemctl("disable", "--now", "nftfwd.service")
+            except NftfwdError as err:
+                failed.append(str(err))
         delete_table("inet", table)
         print(f"removed table inet {table}.")
     for path in remove_files(root, purge=purge):
         print(f"removed {path}")
-    if root == Path("/"):
-        from nftfwd.kernel.system import systemctl
-
-        with contextlib.suppress(NftfwdError):
+    if live and systemd_running():
+        try:
             systemctl("daemon-reload")
+        except NftfwdError as err:
+            failed.append(str(err))
+    if failed:
+        _partly_done(
+            "the files and the table are gone, but " + "; ".join(failed),
+            ["systemctl disable nftfwd.service && systemctl daemon-reload"],
+        )
 
 
 @libvirt_app.command("import", short_help="Print a model skeleton from libvirt network XML.")
@@ -514,9 +577,20 @@ def libvirt_import(
 
 # libvirt runs this, people do not: hidden from the list of commands.
 @libvirt_app.command("hook", hidden=True, context_settings={"ignore_unknown_options": True})
-def libvirt_hook(args: Annotated[list[str] | None, typer.Argument()] = None) -> None:
+def libvirt_hook(
+    args: Annotated[list[str] | None, typer.Argument()] = None,
+    model: Annotated[
+        Path, typer.Option("--model", help="The model to load (never $NFTFWD_CONFIG).")
+    ] = Path("/") / MODEL,
+    state_dir: Annotated[
+        Path,
+        typer.Option("--state-dir", help="nftfwd's state directory (never $NFTFWD_STATE_DIR)."),
+    ] = DEFAULT_STATE_DIR,
+) -> None:
     """Entry point of /etc/libvirt/hooks/network: reload nftfwd when libvirt starts or
-    updates a network. Never calls back into libvirt; always exits 0."""
+    updates a network. Never calls back into libvirt, never waits for another nftfwd
+    run; always exits 0. Logs to stderr and the journal (else syslog, else
+    STATE_DIR/hook.log)."""
     from nftfwd.libvirt import hook_action
 
     if not sys.stdin.isatty():
@@ -525,7 +599,7 @@ def libvirt_hook(args: Annotated[list[str] | None, typer.Argument()] = None) -> 
         return
     from nftfwd.kernel.hook import reload_for_libvirt
 
-    reload_for_libvirt(list(args or []))
+    reload_for_libvirt(list(args or []), model_file=model, state=state_dir)
 
 
 @app.command(short_help="Print the JSON Schema of the model file, for editors.")

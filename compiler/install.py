@@ -14,9 +14,9 @@ The unit's choices:
 - `PartOf=nftables.service`: stopping or restarting nftables.service (which flushes
   every table, nftfwd's included) stops or restarts nftfwd too, so its table comes back.
   PartOf does not pass on a plain start, so the unit is also `WantedBy=nftables.service`:
-  `systemctl start nftables` after a stop brings nftfwd back as well. Nor does it pass
-  on a reload, which runs `nft -f /etc/nftables.conf` (and so `flush ruleset`) again:
-  `ReloadPropagatedFrom=nftables.service` reloads nftfwd after it.
+  `systemctl start nftables` after a stop brings nftfwd back as well.
+- `ReloadPropagatedFrom=nftables.service`: `systemctl reload nftables` runs
+  /etc/nftables.conf again (`flush ruleset` on Debian), and reloads nftfwd after it.
 - `ExecStop` deletes nftfwd's table, and only it: `systemctl stop nftfwd` then means
   "forwards off", and an inactive unit never leaves forwards behind that `systemctl
   status` hides. It runs nft directly, as `add table; delete table` in one
@@ -37,7 +37,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from nftfwd.errors import NftfwdError
-from nftfwd.files import write_atomically
+from nftfwd.files import write_all_atomically
+from nftfwd.kernel.state import DEFAULT_STATE_DIR
 
 UNIT = Path("etc/systemd/system/nftfwd.service")
 MODEL = Path("etc/nftfwd/nftfwd.yaml")
@@ -53,8 +54,11 @@ _HOOK_HEAD = (
     "# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.\n"
     "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
 )
-_HOOK_EXEC = 'exec {} libvirt hook "$@"\n'
-_HOOK_RE = re.compile(re.escape(_HOOK_HEAD) + r'exec [^\n]+ libvirt hook "\$@"\n')
+# libvirt gives a hook only PATH, HOME, LC_ALL and the like: the model and the state
+# directory are written into the hook, never looked up through NFTFWD_* variables.
+_HOOK_EXEC = 'exec {} libvirt hook --model {} --state-dir {} "$@"\n'
+# Also the hooks of earlier versions, which passed no paths.
+_HOOK_RE = re.compile(re.escape(_HOOK_HEAD) + r'exec [^\n]+ libvirt hook [^\n]*"\$@"\n')
 
 
 @dataclass(frozen=True)
@@ -74,15 +78,15 @@ def install_plan(
     nftfwd_bin: str,
     table: str,
     force: bool = False,
-    libvirt_hook: bool | None = None,
+    libvirt_hook: bool = True,
 ) -> list[PlannedFile]:
     """The files that make nftfwd load `model_path` at boot, for a system rooted at `root`.
 
     `nftfwd_bin` is the absolute path of the nftfwd command on the target system, `table`
     the model's table. The model is copied to /etc/nftfwd/nftfwd.yaml unless it is that
-    file; a different file already there is only replaced with `force`. `libvirt_hook`
-    None installs the hook only where libvirt is (`<root>/etc/libvirt` exists). Nothing
-    is written here: pass the plan to `apply_install`.
+    file; a different file already there is only replaced with `force`. The libvirt hook
+    is laid out also where libvirt is not (yet) installed, unless `libvirt_hook` is
+    False. Nothing is written here: pass the plan to `apply_install`.
     """
     _check_command(nftfwd_bin)
     if root.exists() and not root.is_dir():
@@ -100,14 +104,18 @@ def install_plan(
     model = _plan_model(root, model_path, force)
     if model is not None:
         plan.append(model)
-    if libvirt_hook or (libvirt_hook is None and (root / LIBVIRT_DIR).is_dir()):
+    if libvirt_hook:
         plan.append(_plan_hook(root, nftfwd_bin, force))
     return plan
 
 
 def apply_install(plan: list[PlannedFile]) -> list[Path]:
-    """Write the planned files atomically; return the ones whose content or mode changed."""
-    changed: list[Path] = []
+    """Write the planned files, all or none; return the ones whose content or mode changed.
+
+    Each file is replaced in one rename, after all of them were written in full: a
+    failure (a read-only or full file system) leaves every file as it was.
+    """
+    changed: list[PlannedFile] = []
     for planned in plan:
         data = planned.content.encode("utf-8")
         try:
@@ -117,14 +125,17 @@ def apply_install(plan: list[PlannedFile]) -> list[Path]:
             )
         except OSError:
             same = False
-        if same:
-            continue
-        try:
-            write_atomically(planned.path, data, planned.mode)
-        except OSError as err:
-            raise NftfwdError(f"cannot write {planned.path} ({err.strerror}).") from None
-        changed.append(planned.path)
-    return changed
+        if not same:
+            changed.append(planned)
+    try:
+        write_all_atomically([(p.path, p.content.encode("utf-8"), p.mode) for p in changed])
+    except OSError as err:
+        where = f" {err.filename}" if err.filename else ""
+        raise NftfwdError(
+            f"cannot write{where}: {err.strerror or err}; nothing was installed "
+            "(every file is as it was)."
+        ) from None
+    return [p.path for p in changed]
 
 
 def uninstall(root: Path, *, purge: bool = False) -> list[Path]:
@@ -186,7 +197,8 @@ def unit_text(*, nftfwd_bin: str, table: str) -> str:
 def hook_text(nftfwd_bin: str) -> str:
     """The content of nftfwd's libvirt network hook."""
     _check_command(nftfwd_bin)
-    return _HOOK_HEAD + _HOOK_EXEC.format(shlex.quote(nftfwd_bin))
+    paths = (nftfwd_bin, "/" + str(MODEL), str(DEFAULT_STATE_DIR))
+    return _HOOK_HEAD + _HOOK_EXEC.format(*map(shlex.quote, paths))
 
 
 def is_nftfwd_hook(path: Path) -> bool:
@@ -226,6 +238,8 @@ def _plan_hook(root: Path, nftfwd_bin: str, force: bool) -> PlannedFile:
     text = hook_text(nftfwd_bin)
     main, in_dir = root / HOOK, root / HOOK_IN_DIR
     restart = "; libvirt uses it once its daemon restarts (libvirtd or virtnetworkd)"
+    if not (root / LIBVIRT_DIR).is_dir():
+        restart = "; libvirt is not installed: in place for when it is"
     if is_nftfwd_hook(in_dir):
         return PlannedFile(in_dir, text, 0o755, "libvirt network hook (network.d)" + restart)
     if not (main.exists() or main.is_symlink()) or is_nftfwd_hook(main):

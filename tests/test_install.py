@@ -48,12 +48,14 @@ ExecStop=/usr/sbin/nft "add table inet nftfwd; delete table inet nftfwd"
 WantedBy=multi-user.target nftables.service
 """
 
-HOOK = """\
-#!/bin/sh
-# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.
-# Written by `nftfwd install`, removed by `nftfwd uninstall`.
-exec /usr/local/bin/nftfwd libvirt hook "$@"
-"""
+HOOK = (
+    "#!/bin/sh\n"
+    "# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.\n"
+    "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
+    "exec /usr/local/bin/nftfwd libvirt hook --model /etc/nftfwd/nftfwd.yaml"
+    ' --state-dir /var/lib/nftfwd "$@"\n'
+)
+
 
 FOREIGN_HOOK = "#!/bin/sh\n# the admin's own network hook\nlogger libvirt network $1 $2\n"
 
@@ -81,7 +83,7 @@ def model(tmp_path: Path) -> Path:
 
 
 def install(
-    root: Path, model: Path, *, force: bool = False, libvirt_hook: bool | None = None
+    root: Path, model: Path, *, force: bool = False, libvirt_hook: bool = True
 ) -> list[PlannedFile]:
     plan = install_plan(
         root=root,
@@ -311,18 +313,56 @@ def test_nftfwd_hook_for_another_command_path_is_replaced_in_place(root: Path, m
     assert not (hooks / "network.d").exists()
 
 
-def test_no_hook_without_libvirt_unless_asked(tmp_path: Path, model: Path) -> None:
-    root = tmp_path / "plain"
+def test_the_hook_is_laid_out_before_libvirt_is_installed(tmp_path: Path, model: Path) -> None:
+    root = tmp_path / "plain"  # no etc/libvirt: libvirt may come later
     plan = install(root, model)
     assert [str(p.path.relative_to(root)) for p in plan] == [
         "etc/systemd/system/nftfwd.service",
         "etc/nftfwd/nftfwd.yaml",
+        "etc/libvirt/hooks/network",
     ]
-    plan = install(root, model, libvirt_hook=True)
-    assert plan[-1].path == root / "etc/libvirt/hooks/network"
-    assert install_plan(
-        root=root / "x", model_path=model, nftfwd_bin=BIN, table="t", libvirt_hook=False
-    )[-1].path == (root / "x/etc/nftfwd/nftfwd.yaml")
+    assert "libvirt is not installed: in place for when it is" in plan[-1].note
+    assert tree(root)["etc/libvirt/hooks/network"] == (0o755, HOOK)
+
+
+def test_no_libvirt_hook_leaves_it_out(root: Path, model: Path) -> None:
+    plan = install(root, model, libvirt_hook=False)
+    assert [str(p.path.relative_to(root)) for p in plan] == [
+        "etc/systemd/system/nftfwd.service",
+        "etc/nftfwd/nftfwd.yaml",
+    ]
+    assert not (root / "etc/libvirt/hooks").exists()
+
+
+def test_a_hook_of_an_earlier_version_is_nftfwds(root: Path, model: Path) -> None:
+    """Before the hook passed its paths it was `exec BIN libvirt hook "$@"`: still
+    recognised, so it is replaced in place and removed by uninstall."""
+    hooks = root / "etc/libvirt/hooks"
+    hooks.mkdir()
+    old = HOOK.replace(" --model /etc/nftfwd/nftfwd.yaml --state-dir /var/lib/nftfwd", "")
+    assert old.endswith('exec /usr/local/bin/nftfwd libvirt hook "$@"\n')
+    (hooks / "network").write_text(old, encoding="utf-8")
+    install(root, model)
+    assert tree(root)["etc/libvirt/hooks/network"] == (0o755, HOOK)
+    (hooks / "network").write_text(old, encoding="utf-8")
+    assert hooks / "network" in uninstall(root)
+
+
+def test_a_failed_write_changes_nothing(root: Path, model: Path) -> None:
+    """A new unit and model are written in full, then the hook cannot be: every file
+    stays as it was, and no staged copy is left behind."""
+    install(root, model)
+    hooks = root / "etc/libvirt/hooks"
+    shutil.rmtree(hooks)
+    hooks.write_text("a file where the hooks directory belongs\n", encoding="utf-8")
+    before = tree(root)
+    other = model.with_name("other.yaml")
+    other.write_text(MODEL_TEXT + "# changed\n", encoding="utf-8")
+    plan = install_plan(root=root, model_path=other, nftfwd_bin=BIN, table="t", force=True)
+    assert [p.path.name for p in plan] == ["nftfwd.service", "nftfwd.yaml", "network"]
+    with pytest.raises(NftfwdError, match=r"cannot write .*nothing was installed"):
+        apply_install(plan)
+    assert tree(root) == before
 
 
 def test_uninstall_removes_only_nftfwds_files(root: Path, model: Path) -> None:
@@ -401,4 +441,7 @@ def test_hook_script_passes_arguments_and_stdin_to_nftfwd(tmp_path: Path) -> Non
         text=True,
         check=True,
     )
-    assert result.stdout == "libvirt|hook|my net|started|begin|-|<network/>\n"
+    assert result.stdout == (
+        "libvirt|hook|--model|/etc/nftfwd/nftfwd.yaml|--state-dir|/var/lib/nftfwd|"
+        "my net|started|begin|-|<network/>\n"
+    )

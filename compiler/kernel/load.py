@@ -80,6 +80,7 @@ class LoadOptions:
     detach: bool = False  # with confirm_seconds: leave the countdown to the guard
     color: bool = False
     interactive: bool = False  # stdin is a terminal: ask before applying
+    wait_for_lock: bool = True  # False: LockBusy when another run holds the lock
 
 
 def say(message: str) -> None:
@@ -109,7 +110,7 @@ class Plan:
 
 def load(host: Host, table: Table, options: LoadOptions) -> int:
     require_root()
-    with exclusive_lock():
+    with exclusive_lock(wait=options.wait_for_lock):
         directory = state_dir()
         for name in STATE_FILES:
             expect_file_slot(directory / name)

@@ -248,10 +248,10 @@ def counting_down(directory: Path, pending: Pending) -> Pending:
 
 def log(directory: Path, message: str) -> None:
     """The guard has no terminal: its outcome goes to guard.log and to the journal."""
-    from nftfwd.kernel.system import log as to_journal
+    from nftfwd.kernel.hooklog import HookLog, Priority
 
     stamp = time.strftime("%Y-%m-%d %H:%M:%S")
     with contextlib.suppress(OSError), open(directory / GUARD_LOG, "a") as file:
         file.write(f"{stamp} {message}\n")
-    with contextlib.suppress(Exception):
-        to_journal(message)
+    # guard.log above is the file of last resort already: no second copy there.
+    HookLog(fallback=Path(os.devnull)).write(Priority.NOTICE, message)

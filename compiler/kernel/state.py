@@ -62,9 +62,18 @@ def state_error(path: Path, err: OSError, what: str = "write") -> NftfwdError:
     return NftfwdError(f"cannot {what} {path} ({reason})" + (f"; {hint}." if hint else "."))
 
 
+class LockBusy(NftfwdError):
+    """Another nftfwd run holds the lock, and the caller chose not to wait for it."""
+
+
 @contextlib.contextmanager
-def exclusive_lock() -> Iterator[None]:
-    """Loads on one host run one after the other, never interleaved."""
+def exclusive_lock(*, wait: bool = True) -> Iterator[None]:
+    """Loads on one host run one after the other, never interleaved.
+
+    With `wait` False a held lock raises LockBusy at once: the libvirt hook must not
+    wait, since libvirt waits for its hooks and a `load --confirm` can hold the lock
+    for minutes.
+    """
     path = state_dir() / LOCK
     try:
         handle = open(path, "a")  # noqa: SIM115 (closed below, after the unlock)
@@ -74,6 +83,8 @@ def exclusive_lock() -> Iterator[None]:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            if not wait:
+                raise LockBusy(f"another nftfwd run holds the lock {path}.") from None
             print("waiting for another nftfwd run to finish...", file=sys.stderr)
             fcntl.flock(handle, fcntl.LOCK_EX)
         try:

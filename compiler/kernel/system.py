@@ -1,9 +1,10 @@
-"""The host's service manager and logger, for install, uninstall and the libvirt hook."""
+"""The host's service manager and nftfwd's table in it, for install and uninstall."""
 
 from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 from nftfwd.errors import NftfwdError
 from nftfwd.kernel.libnft import Nft
@@ -26,12 +27,6 @@ def delete_table(family: str, table: str) -> None:
     )
 
 
-def log(message: str) -> None:
-    """To the journal where `logger` exists (libvirt hooks have no terminal), else stderr."""
-    tool = shutil.which("logger")
-    if tool is not None:
-        subprocess.run([tool, "-t", "nftfwd", message], check=False, timeout=5)
-    else:
-        import sys
-
-        print(f"nftfwd: {message}", file=sys.stderr)
+def systemd_running() -> bool:
+    """Whether systemd is this host's init (sd_booted(3): /run/systemd/system exists)."""
+    return Path("/run/systemd/system").is_dir()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEBIAN_ROOT = REPO / ".ci" / "debian-root"
 CACHE = Path(os.environ.get("NFTFWD_CI_CACHE", "/var/cache/nftfwd-ci"))
 PACKAGES = (

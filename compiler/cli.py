@@ -362,13 +362,12 @@ def libvirt_import(
     import socket
 
     from nftfwd.libvirt import import_networks
+    from nftfwd.source import decode_utf8, max_model_bytes, read_input
 
     texts = []
     for path in xml:
-        try:
-            texts.append((str(path), path.read_text(encoding="utf-8")))
-        except OSError as err:
-            _fail(f"{path}: cannot read it ({err.strerror}).")
+        name, data = read_input(path, "network XML", max_model_bytes(), pipes=True)
+        texts.append((name, decode_utf8(data, name)))
     sys.stdout.write(import_networks(texts, host_name=socket.gethostname(), uplink=uplink))
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from nftfwd.config import find_host
 from nftfwd.diffview import HostDiff, guest_names
+from nftfwd.errors import NftfwdError, echo
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
 from nftfwd.plan import ForwardKey, Target, compare, forwards_of, rules_diff
@@ -12,6 +14,18 @@ from nftfwd.render_nft import render_nft
 
 def _find(model: Model, name: str) -> Host | None:
     return next((h for h in model.hosts if h.name == name), None)
+
+
+def _only(old: Model, new: Model, wanted: str) -> list[str]:
+    """The name --host means in either model (as config.find_host matches it); an
+    error if it is in neither, rather than a diff of two absent hosts ("no changes")."""
+    found = find_host(new, wanted) or find_host(old, wanted)
+    if found is None:
+        names = ", ".join(sorted({h.name for h in old.hosts} | {h.name for h in new.hosts}))
+        raise NftfwdError(
+            f"no host '{echo(wanted)}' in {old.source} or {new.source}; their hosts are {names}."
+        )
+    return [found.name]
 
 
 def _side(model: Model, host: Host | None) -> tuple[str, dict[ForwardKey, Target]]:
@@ -25,7 +39,7 @@ def _side(model: Model, host: Host | None) -> tuple[str, dict[ForwardKey, Target
 def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]:
     names = sorted({h.name for h in old.hosts} | {h.name for h in new.hosts})
     if only_host is not None:
-        names = [only_host]
+        names = _only(old, new, only_host)
     diffs = []
     for name in names:
         before, after = _find(old, name), _find(new, name)

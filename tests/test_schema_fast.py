@@ -52,7 +52,7 @@ def _reference_problems(doc: Document) -> list[Problem] | str:
     problems: list[Problem] = []
     try:
         for error in schema._validator().iter_errors(doc.data):
-            problems.extend(schema._problems(doc, error))
+            problems.extend(schema._problems(doc, error)[0])
     except Exception as err:
         return repr(err)
     return ModelError(schema._unique(problems)).problems if problems else []

@@ -139,9 +139,42 @@ def new(text: str) -> Any:
     return doc.data, doc.locations, doc.unquoted
 
 
+# The one way the new loader may differ from the oracle: the bounded reader refuses,
+# located, what the old one crashed on (a ConstructorError, a ValueError, endless
+# recursion on a recursive alias), tags it never looked at (on collections), and control
+# characters it placed at 1:1. What it loads, it loads the same.
+BOUNDED_READER_REFUSALS = (
+    "unknown tag",
+    "as its tag",
+    "but it is not a valid one",
+    "a special meaning",
+    "so it never ends",
+    "far too long",
+    "this is not valid YAML: the character",
+)
+
+
+def _refused_by_the_bounded_reader(problem: Problem) -> bool:
+    return problem.location is not None and any(
+        marker in problem.message for marker in BOUNDED_READER_REFUSALS
+    )
+
+
 def assert_same(text: str) -> Any:
     expected = outcome_of(old, text)
-    assert outcome_of(new, text) == expected, text
+    got = outcome_of(new, text)
+    if got != expected:
+        assert got[0] == "ModelError", (text, expected, got)
+        if expected[0] not in ("ok", "ModelError"):
+            # The old loader crashed there; the new one goes on, and finds more.
+            assert any(map(_refused_by_the_bounded_reader, got[2])), (text, expected, got)
+            return expected
+        new_problems = [p for p in got[2] if p not in (expected[2] if len(expected) > 2 else [])]
+        assert new_problems, (text, expected, got)
+        assert all(map(_refused_by_the_bounded_reader, new_problems)), (text, expected, got)
+        if expected[0] == "ModelError":  # the same problems, plus the bounded reader's
+            kept = [p for p in expected[2] if p in got[2] or "not valid YAML" in p.message]
+            assert kept == expected[2], (text, expected, got)
     return expected
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -27,15 +27,19 @@ from yaml.composer import ComposerError
 from nftfwd.errors import MAX_ECHO, MAX_REPORTED, Location, ModelError, NftfwdError, Problem, echo
 
 KeyPath = tuple[str | int, ...]
-# libyaml's parser where PyYAML was built with it (_read_events raises what its composer
+# libyaml's parser where PyYAML was built with it (_Builder raises what its composer
 # raised); PyYAML's own parser gives the same events, slower.
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 # Bounds on what a model file may make nftfwd do, so that no file (a typo, a fuzzer, an
 # attacker's pull request) costs more than seconds and a few hundred MB to refuse.
 # The largest model file read, in bytes; $NFTFWD_MAX_MODEL_SIZE changes it (README).
-DEFAULT_MAX_MODEL_BYTES = 16 * 1024 * 1024
+DEFAULT_MAX_MODEL_BYTES = 8 * 1024 * 1024  # about 75,000 forwards
 MAX_SIZE_VARIABLE = "NFTFWD_MAX_MODEL_SIZE"
+# Values (YAML nodes) a file may have per byte of that limit. A model has one per 10
+# bytes or so; each costs a few hundred bytes of memory (its value and its location),
+# so a file of short values (`- 1` lines) could otherwise take gigabytes within the size.
+BYTES_PER_NODE = 8
 # How deep collections may nest. A model needs 10 levels (root, hosts, a host, bridges,
 # a bridge, guests, a guest, forwards, a forward, sources); the builder recurses per level.
 MAX_DEPTH = 64
@@ -199,9 +203,13 @@ def _byte_location(data: bytes, offset: int, name: str) -> Location:
     return Location(name, data.count(b"\n", 0, offset) + 1, column)
 
 
-def load_text(text: str, file: str) -> Document:
+def load_text(text: str, file: str, max_nodes: int | None = None) -> Document:
+    """The document in `text`, named `file` in errors; at most `max_nodes` values (by
+    default as many as the size limit allows)."""
+    limit = max_nodes if max_nodes is not None else max_model_bytes() // BYTES_PER_NODE
+    builder = _Builder(file, limit)
     try:
-        events, anchors = _read_events(text, file)
+        data = builder.read(text)
     except yaml.reader.ReaderError as err:
         # libyaml's position is a byte offset into the UTF-8 encoding of `text`.
         character = chr(err.character) if isinstance(err.character, int) else err.character
@@ -226,8 +234,6 @@ def load_text(text: str, file: str) -> Document:
         raise ModelError(
             [Problem(Location(file, 1, 1), "", f"this is not valid YAML: {err}")]
         ) from None
-    builder = _Builder(file, events, anchors)
-    data = builder.root()
     if builder.problems:
         raise ModelError(builder.problems, builder.more)
     return Document(
@@ -282,58 +288,6 @@ if (
     raise ImportError("nftfwd.source: this PyYAML resolves or constructs scalars differently")
 
 
-def _read_events(text: str, file: str) -> tuple[list[yaml.Event], dict[str, int]]:
-    """All the events of the single document in `text`, and the index of each anchor.
-
-    Raises what `yaml.compose` (libyaml's composer) raises, at the same point of the
-    stream: an undefined alias or a reused anchor before any later syntax error, and a
-    second document before anything in it is parsed. Collections nested deeper than
-    MAX_DEPTH are refused (ModelError) as soon as they are seen.
-    """
-    loader = _LOADER(text)
-    try:
-        events: list[yaml.Event] = []
-        anchors: dict[str, int] = {}
-        documents = 0
-        depth = 0
-        for event in iter(loader.get_event, None):
-            kind = type(event)
-            if kind in _NODE_STARTS:
-                if kind is not ScalarEvent:
-                    depth += 1
-                    if depth > MAX_DEPTH:
-                        raise ModelError([_too_deep(event, file)])
-                anchor = event.anchor
-                if anchor is not None:
-                    if anchor in anchors:
-                        raise ComposerError(
-                            "found duplicate anchor; first occurrence",
-                            _mark(events[anchors[anchor]]),
-                            "second occurrence",
-                            _mark(event),
-                        )
-                    anchors[anchor] = len(events)
-            elif kind is MappingEndEvent or kind is SequenceEndEvent:
-                depth -= 1
-            elif kind is AliasEvent:
-                if event.anchor not in anchors:
-                    raise ComposerError(None, None, "found undefined alias", _mark(event))
-            elif kind is DocumentStartEvent:
-                documents += 1
-                if documents > 1:
-                    # events: StreamStart, DocumentStart, the first document's root, ...
-                    raise ComposerError(
-                        "expected a single document in the stream",
-                        _mark(events[2]),
-                        "but found another document",
-                        _mark(event),
-                    )
-            events.append(event)
-        return events, anchors
-    finally:
-        loader.dispose()
-
-
 def _too_deep(event: yaml.Event, file: str) -> Problem:
     mark = _mark(event)
     return Problem(
@@ -362,27 +316,124 @@ def _mark(event: yaml.Event) -> Any:
 class _Builder:
     """Turns the events of one document into plain data plus a location table.
 
-    `self._at` is the index of the next event to read. An alias is built by reading its
-    anchor's events again: the same data and locations as the anchored node, as when
-    the composer shared one node between both places. Aliases may re-read at most as
-    many events as the document has (at least ALIAS_NODES_FLOOR), and never one that
-    contains them (a recursive alias).
+    The events are pulled from the parser one at a time (`self._event` is the next one
+    to read) and dropped once read, except those of anchored nodes: an alias is built by
+    reading its anchor's events again, which gives the same data and locations as the
+    anchored node, as when the composer shared one node between both places. Aliases
+    may re-read at most ALIAS_NODES_FLOOR events more than the document has so far, and
+    never the node that contains them (a recursive alias).
     """
 
-    def __init__(self, file: str, events: list[yaml.Event], anchors: dict[str, int]) -> None:
+    def __init__(self, file: str, max_nodes: int) -> None:
         self.file = file
+        self.max_nodes = max_nodes
         self.locations: dict[KeyPath, Location] = {}
         self.unquoted: set[KeyPath] = set()
         self.written: dict[KeyPath, str] = {}
         self.problems: list[Problem] = []
         self.more = 0  # problems found beyond the MAX_REPORTED kept
-        self._events = events
-        self._anchors = anchors
-        self._at = 0
+        self._event: Any = None
+        self._pull: Callable[[], Any] = lambda: None
+        # The events of anchored nodes, and where each anchor's are in it: (start, end),
+        # end None while the node is still being read.
+        self._recorded: list[yaml.Event] = []
+        self._anchors: dict[str, tuple[int, int | None]] = {}
+        self._replayed = 0
         self._resolver = _LOADER("")
         self._constructor: yaml.SafeLoader | None = None
-        self._alias_budget = max(ALIAS_NODES_FLOOR, len(events))
-        self._spans: dict[int, int] = {}
+
+    def read(self, text: str) -> Any:
+        """The data of the one document in `text`; raises what the composer raised."""
+        loader = _LOADER(text)
+        try:
+            self._pull = self._checked(loader).__next__
+            self._event = self._pull()  # StreamStart
+            self._event = self._pull()
+            # An empty stream is just StreamStart, StreamEnd; else DocumentStart, root, ...
+            if self._event is None or type(self._event) is not DocumentStartEvent:
+                data = None
+            else:
+                self._event = self._pull()
+                data = self._node((), True)
+            while self._event is not None:  # the rest: syntax errors, another document
+                self._event = self._pull()
+            return data
+        finally:
+            loader.dispose()
+
+    def _checked(self, loader: Any) -> Iterator[Any]:
+        """The parser's events, then None; checked as `yaml.compose` (libyaml's composer)
+        checks them, raising the same at the same point of the stream: an undefined
+        alias, a reused anchor, a second document. The events of anchored nodes are
+        recorded. Collections nested deeper than MAX_DEPTH are refused (ModelError)."""
+        recorded = self._recorded
+        anchors = self._anchors
+        open_anchors: list[tuple[int, str]] = []  # (depth, anchor) of anchored collections
+        depth = 0
+        root: Any = None
+        nodes_left = self.max_nodes
+        for event in iter(loader.get_event, None):
+            kind = type(event)
+            if kind in _NODE_STARTS:
+                nodes_left -= 1
+                if nodes_left < 0:
+                    raise ModelError([self._too_many(event)])
+                if root is None:
+                    root = event
+                if kind is not ScalarEvent:
+                    depth += 1
+                    if depth > MAX_DEPTH:
+                        raise ModelError([_too_deep(event, self.file)])
+                anchor = event.anchor
+                if anchor is not None:
+                    if anchor in anchors:
+                        raise ComposerError(
+                            "found duplicate anchor; first occurrence",
+                            _mark(recorded[anchors[anchor][0]]),
+                            "second occurrence",
+                            _mark(event),
+                        )
+                    start = len(recorded)
+                    if kind is ScalarEvent:
+                        anchors[anchor] = (start, start + 1)
+                        recorded.append(event)
+                        yield event
+                        continue
+                    else:
+                        anchors[anchor] = (start, None)
+                        open_anchors.append((depth, anchor))
+            elif kind is MappingEndEvent or kind is SequenceEndEvent:
+                if open_anchors and open_anchors[-1][0] == depth:
+                    recorded.append(event)
+                    anchor = open_anchors.pop()[1]
+                    anchors[anchor] = (anchors[anchor][0], len(recorded))
+                    depth -= 1
+                    yield event
+                    continue
+                depth -= 1
+            elif kind is AliasEvent:
+                if event.anchor not in anchors:
+                    raise ComposerError(None, None, "found undefined alias", _mark(event))
+            elif kind is DocumentStartEvent and root is not None:
+                raise ComposerError(
+                    "expected a single document in the stream",
+                    _mark(root),
+                    "but found another document",
+                    _mark(event),
+                )
+            if open_anchors:
+                recorded.append(event)
+            yield event
+        yield None
+
+    def _too_many(self, event: yaml.Event) -> Problem:
+        return Problem(
+            self._loc(event),
+            "",
+            f"this file has more than {self.max_nodes} values, more than a model of its "
+            f"size limit has; if it really is one, raise the limit with ${MAX_SIZE_VARIABLE} "
+            f"(for example {MAX_SIZE_VARIABLE}=64M)",
+        )
 
     def _loc(self, event: yaml.Event) -> Location:
         mark: Any = event.start_mark  # as _mark(event), without the call
@@ -395,28 +446,18 @@ class _Builder:
         else:
             self.more += 1
 
-    def _anchored(self, alias: AliasEvent) -> int:
-        """The index of the node `alias` refers to (_read_events checked that it exists)."""
+    def _anchored(self, alias: AliasEvent) -> tuple[int, int | None]:
+        """Where the events of the node `alias` refers to are in self._recorded (_checked
+        made sure it exists)."""
         anchor = alias.anchor
         assert anchor is not None  # libyaml: an alias always names its anchor
         return self._anchors[anchor]
 
-    def _span(self, start: int) -> int:
-        """How many events the node at `start` has (its aliases count one each)."""
-        span = self._spans.get(start)
-        if span is None:
-            at, self._at = self._at, start
-            self._skip()
-            span = self._spans[start] = self._at - start
-            self._at = at
-        return span
-
-    def _follow(self, alias: AliasEvent, path: KeyPath) -> int:
-        """Where the node `alias` (at self._at) refers to starts; ModelError if following
-        it would never end or would exceed the alias budget."""
-        start = self._anchored(alias)
-        span = self._span(start)
-        if start < self._at < start + span:
+    def _follow(self, alias: AliasEvent, path: KeyPath) -> list[Any]:
+        """The events of the node `alias` refers to; ModelError if following it would
+        never end or would exceed the alias budget."""
+        start, end = self._anchored(alias)
+        if end is None:
             self._problem(
                 alias,
                 path,
@@ -424,43 +465,40 @@ class _Builder:
                 "never ends; write the data out instead",
             )
             raise ModelError(self.problems, self.more)
-        self._alias_budget -= span
-        if self._alias_budget < 0:
+        self._replayed += end - start
+        budget = ALIAS_NODES_FLOOR + _mark(alias).index  # the document's size so far
+        if self._replayed > budget:
             self._problem(
                 alias,
                 path,
                 "aliases expand this file to far more than it is written with (more than "
-                f"{max(ALIAS_NODES_FLOOR, len(self._events))} nodes, an alias bomb?); "
-                "write the data out, or use fewer aliases",
+                f"{budget} nodes, an alias bomb?); write the data out, or use fewer aliases",
             )
             raise ModelError(self.problems, self.more)
-        return start
-
-    def root(self) -> Any:
-        # An empty stream is just StreamStart, StreamEnd; else DocumentStart, the root, ...
-        if len(self._events) <= 2:
-            return None
-        self._at = 2
-        return self._node((), True)
+        return self._recorded[start:end]
 
     def _node(self, path: KeyPath, locate: bool) -> Any:
-        """Build the node at `self._at`; record its location under `path` if `locate`.
+        """Build the node at `self._event`; record its location under `path` if `locate`.
 
         A mapping records its values under their keys' locations, so passes False.
         """
-        event = self._events[self._at]
+        event = self._event
         if type(event) is AliasEvent:
-            after = self._at + 1
-            self._at = self._follow(event, path)
+            pull = self._pull
+            replay = self._follow(event, path)
+            replay.append(None)  # read past the node's end, as past any node
+            self._pull = iter(replay).__next__
+            self._event = self._pull()
             value = self._node(path, locate)
-            self._at = after
+            self._pull = pull
+            self._event = pull()
             return value
-        self._at += 1
+        self._event = self._pull()
         if locate:
             self.locations[path] = self._loc(event)
         if type(event) is ScalarEvent:
             return self._scalar(event, path)
-        tag = cast(MappingStartEvent | SequenceStartEvent, event).tag
+        tag = event.tag
         if type(event) is MappingStartEvent:
             if tag is not None and tag != _MAP_TAG and tag != "!":
                 self._unknown_tag(event, tag, "", path)
@@ -502,7 +540,14 @@ class _Builder:
         node = ScalarNode(tag, text, _mark(event), cast(Any, event.end_mark), event.style)
         try:
             value = self._constructor.construct_object(node, deep=True)
-        except (yaml.YAMLError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        except (
+            yaml.YAMLError,
+            ArithmeticError,
+            LookupError,
+            ValueError,
+            TypeError,
+            AttributeError,
+        ):
             self._constructor = None  # it keeps the node it failed on as under construction
             return self._unreadable(event, tag, path)
         if not isinstance(value, str) and not event.style and ":" in text:
@@ -548,22 +593,22 @@ class _Builder:
         )
 
     def _mapping(self, path: KeyPath) -> dict[str, Any]:
-        events = self._events
+        pull = self._pull  # restored by _node after every alias it follows
         result: dict[str, Any] = {}
-        while type(key_event := events[self._at]) is not MappingEndEvent:
+        while type(key_event := self._event) is not MappingEndEvent:
             if type(key_event) is AliasEvent:
-                key_event = events[self._anchored(key_event)]
+                key_event = self._recorded[self._anchored(key_event)[0]]
             if type(key_event) is not ScalarEvent:
                 self._problem(key_event, path, "a key must be a plain name")
                 self._skip()  # the key
                 self._skip()  # its value
                 continue
-            self._at += 1
+            self._event = pull()
             # A key is a name the user wrote: keep its text even where YAML 1.1
             # would read it as a number or a boolean (a guest called `1`, a host `yes`).
+            # (Its tag, if any, is not looked at either.)
             key = key_event.value
             key_path = (*path, key)
-            where = self._loc(key_event)
             if key in result:
                 self._problem(
                     key_event,
@@ -576,29 +621,30 @@ class _Builder:
                 continue
             # A value is located at its key; recorded before the value's own contents,
             # so the table keeps document order.
-            self.locations[key_path] = where
-            value_event = events[self._at]
+            self.locations[key_path] = self._loc(key_event)
+            value_event = self._event
             if type(value_event) is ScalarEvent:
-                self._at += 1
+                self._event = pull()
                 result[key] = self._scalar(value_event, key_path)
             else:
                 result[key] = self._node(key_path, False)
-        self._at += 1
+        self._event = pull()
         return result
 
     def _sequence(self, path: KeyPath) -> list[Any]:
         items: list[Any] = []
-        while type(self._events[self._at]) is not SequenceEndEvent:
+        while type(self._event) is not SequenceEndEvent:
             items.append(self._node((*path, len(items)), True))
-        self._at += 1
+        self._event = self._pull()
         return items
 
     def _skip(self) -> None:
-        """Step over the node at `self._at` without building it, nor failing on it."""
+        """Step over the node at `self._event` without building it, nor failing on it."""
         depth = 0
+        pull = self._pull
         while True:
-            kind = type(self._events[self._at])
-            self._at += 1
+            kind = type(self._event)
+            self._event = pull()
             if kind is MappingStartEvent or kind is SequenceStartEvent:
                 depth += 1
             elif kind is MappingEndEvent or kind is SequenceEndEvent:

@@ -173,11 +173,12 @@ class _Checker:
         if value.version != 6:
             return True
         if "%" in text:
+            address, _, rest = text.partition("%")
+            scope, slash, length = rest.partition("/")
             self.fail(
                 path,
-                f"'{echo(text)}' has a scope id ('%{echo(text.partition('%')[2])}'), which "
-                f"nftables cannot use; write the address without it, "
-                f"'{echo(text.partition('%')[0])}'",
+                f"'{echo(text)}' has a scope id ('%{echo(scope)}'), which nftables cannot "
+                f"use; write it without, '{echo(address + slash + length)}'",
             )
             return False
         if isinstance(value, IPv6Address) and value.ipv4_mapped is not None:

@@ -132,7 +132,7 @@ def read_input(path: str | Path, what: str, limit: int, pipes: bool = False) -> 
             raise NftfwdError(f"{name}: no such {what} file.") from None
         except OSError as err:
             raise NftfwdError(f"{name}: cannot read the {what} file ({err.strerror}).") from None
-        with open(fd, "rb", closefd=True) as file:
+        try:
             info = os.fstat(fd)
             if pipes and stat.S_ISFIFO(info.st_mode):
                 os.set_blocking(fd, True)  # a pipe with no writer reads as empty, at once
@@ -143,12 +143,12 @@ def read_input(path: str | Path, what: str, limit: int, pipes: bool = False) -> 
                 )
             if info.st_size > limit:
                 raise _too_large(name, what, limit)
-            try:
+            with open(fd, "rb", closefd=False) as file:
                 data = file.read(limit + 1)
-            except OSError as err:
-                raise NftfwdError(
-                    f"{name}: cannot read the {what} file ({err.strerror})."
-                ) from None
+        except OSError as err:
+            raise NftfwdError(f"{name}: cannot read the {what} file ({err.strerror}).") from None
+        finally:
+            os.close(fd)
     if len(data) > limit:
         raise _too_large(name, what, limit)
     return name, data

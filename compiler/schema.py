@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from nftfwd.errors import MAX_ECHO, MAX_REPORTED, ModelError, Problem, echo
+from nftfwd.errors import MAX_ECHO, MAX_REPORTED, Location, ModelError, Problem, echo
 from nftfwd.schema_fast import Check, compile_check
 from nftfwd.source import Document, KeyPath, format_path
 
@@ -93,7 +93,9 @@ def _unique(problems: list[Problem]) -> list[Problem]:
 
 
 def _problem(doc: Document, path: KeyPath, message: str) -> Problem:
-    return Problem(doc.location(path), format_path(path), message)
+    # An empty file has no location at all: its start, then.
+    where = doc.location(path) or Location(doc.path, 1, 1)
+    return Problem(where, format_path(path), message)
 
 
 def _problems(doc: Document, error: ValidationError) -> tuple[list[Problem], int]:

@@ -37,6 +37,12 @@ def load_model(path: Path) -> Model:
     return build_model(doc)
 
 
+def host_list(names: list[str], shown: int = 10) -> str:
+    """Host names for a message: the first `shown` of a fleet, then how many more."""
+    more = f" and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
+
+
 def find_host(model: Model, name: str) -> Host | None:
     """The host called `name`: the one spelled exactly so, else the only one whose name
     differs only in case (host names, like hostnames, are not case-sensitive)."""
@@ -57,7 +63,7 @@ def find_host(model: Model, name: str) -> Host | None:
 def select_host(model: Model, name: str | None, hostname: str | None = None) -> Host:
     """--host NAME, else the only host, else the one named like this machine (its full
     name before its short name, so web1.example.com picks host web1.example.com over web1)."""
-    names = ", ".join(h.name for h in model.hosts)
+    names = host_list([h.name for h in model.hosts])
     if name is not None:
         host = find_host(model, name)
         if host is None:

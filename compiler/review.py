@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nftfwd.config import find_host
+from nftfwd.config import find_host, host_list
 from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.errors import NftfwdError, echo
 from nftfwd.lower import lower_host
@@ -21,7 +21,7 @@ def _only(old: Model, new: Model, wanted: str) -> list[str]:
     error if it is in neither, rather than a diff of two absent hosts ("no changes")."""
     found = find_host(new, wanted) or find_host(old, wanted)
     if found is None:
-        names = ", ".join(sorted({h.name for h in old.hosts} | {h.name for h in new.hosts}))
+        names = host_list(sorted({h.name for h in old.hosts} | {h.name for h in new.hosts}))
         raise NftfwdError(
             f"no host '{echo(wanted)}' in {old.source} or {new.source}; their hosts are {names}."
         )

@@ -63,10 +63,10 @@ def _nftfwd(*args: str, stdin: bytes = b"", env: dict[str, str] | None = None) -
 def test_the_alias_bomb_is_refused_in_under_a_second_with_bounded_memory() -> None:
     bomb = HOSTILE["alias_bomb"]()
     assert len(bomb.encode()) == 612
-    start = time.perf_counter()
+    start = time.process_time()  # CPU time: CI machines are shared
     with pytest.raises(ModelError, match="an alias bomb"):
         load_text(bomb, "bomb.yaml")
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     tracemalloc.start()  # (which slows Python down: timed apart)
     try:
         with pytest.raises(ModelError, match="an alias bomb"):
@@ -148,9 +148,9 @@ def test_file_size_limit_default_and_variable(
 def test_fifty_megabytes_of_junk_are_refused_at_once(tmp_path: Path) -> None:
     junk = tmp_path / "junk.yaml"
     HOSTILE["write_junk_keys"](junk, 50 * 1000 * 1000)
-    start = time.perf_counter()
+    start = time.process_time()
     result = run_cli("build", str(junk))
-    assert time.perf_counter() - start < 1.0
+    assert time.process_time() - start < 1.0
     assert result.code == 2
     assert "larger than 8 MiB, the limit" in result.stderr
     assert len(result.stderr) < 300

@@ -377,13 +377,13 @@ class _Builder:
             if kind in _NODE_STARTS:
                 nodes_left -= 1
                 if nodes_left < 0:
-                    raise ModelError([self._too_many(event)])
+                    raise ModelError([*self.problems, self._too_many(event)], self.more)
                 if root is None:
                     root = event
                 if kind is not ScalarEvent:
                     depth += 1
                     if depth > MAX_DEPTH:
-                        raise ModelError([_too_deep(event, self.file)])
+                        raise ModelError([*self.problems, _too_deep(event, self.file)], self.more)
                 anchor = event.anchor
                 if anchor is not None:
                     if anchor in anchors:

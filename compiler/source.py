@@ -122,8 +122,14 @@ def read_input(path: str | Path, what: str, limit: int, pipes: bool = False) -> 
     does not hang, and /dev/zero is never read into memory.
     """
     if str(path) == "-":
-        data = sys.stdin.buffer.read(limit + 1)
         name = STDIN_NAME
+        stdin = getattr(sys.stdin, "buffer", None)
+        if stdin is None:
+            raise NftfwdError(f"{name}: there is no standard input to read the {what} from.")
+        try:
+            data = stdin.read(limit + 1)
+        except OSError as err:
+            raise NftfwdError(f"{name}: cannot read the {what} ({err.strerror}).") from None
     else:
         name = str(path)
         try:

@@ -168,7 +168,7 @@ def _file_kind(mode: int) -> str:
         stat.S_ISBLK: "a block device",
         stat.S_ISSOCK: "a socket",
     }
-    return next((kind for test, kind in kinds.items() if test(mode)), "not a regular file")
+    return next((kind for test, kind in kinds.items() if test(mode)), "a special file")
 
 
 def _too_large(name: str, what: str, limit: int) -> NftfwdError:

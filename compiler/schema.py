@@ -76,13 +76,47 @@ def validate_shape(doc: Document) -> None:
     if valid:
         return
     problems: list[Problem] = []
-    more = 0
-    for error in _validator().iter_errors(doc.data):
+    data, more = _without_excess_keys(_schema(), doc.data)
+    for error in _validator().iter_errors(data):
         found, uncounted = _problems(doc, error)
         problems.extend(found)
         more += uncounted
     if problems:
         raise ModelError(_unique(problems), more)
+
+
+def _without_excess_keys(schema: Any, data: Any) -> tuple[Any, int]:
+    """`data` without the unknown keys of each mapping beyond its first MAX_REPORTED,
+    and how many were left out. They could only be listed, and jsonschema lists the
+    unknown keys of a mapping in one error, sorting them all: seconds for a file of
+    junk keys."""
+    if isinstance(data, dict) and isinstance(schema, dict):
+        known = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        kept: dict[str, Any] = {}
+        unknown = omitted = 0
+        for key, value in data.items():
+            sub = known.get(key)
+            if sub is None and extra is False:
+                unknown += 1
+                if unknown > MAX_REPORTED:
+                    omitted += 1
+                    continue
+            elif sub is None and isinstance(extra, dict):
+                sub = extra
+            if sub is not None:
+                value, left_out = _without_excess_keys(sub, value)
+                omitted += left_out
+            kept[key] = value
+        return kept, omitted
+    if (
+        isinstance(data, list)
+        and isinstance(schema, dict)
+        and isinstance(schema.get("items"), dict)
+    ):
+        items = [_without_excess_keys(schema["items"], item) for item in data]
+        return [item for item, _ in items], sum(left_out for _, left_out in items)
+    return data, 0
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:

@@ -7,11 +7,14 @@ case runs `nftfwd build FILE` in a child process and reports its wall and CPU ti
 peak resident memory (ru_maxrss) and how many bytes it wrote, next to the same for a
 10-forward model (what any run costs: Python and the imports). The inputs:
 
-- alias bomb: 612 bytes of nested YAML aliases ("billion laughs", 9^11 nodes expanded);
 - junk 50 MB: 50 MB of unknown top-level keys (refused by the size limit unread);
+- deep nesting: a megabyte of `[`;
+- alias bomb: 612 bytes of nested YAML aliases ("billion laughs", 9^11 nodes expanded);
 - junk at the limit: unknown keys up to just under the default size limit (8 MiB);
-- short values at the limit: `- 1` lines up to the limit (the most values per byte);
-- deep nesting: a megabyte of `[`.
+- short values at the limit: `- 1` lines up to the limit (the most values per byte).
+
+In that order, of growing cost: the peak memory reported for children is the largest
+so far, so each figure is that case's own.
 """
 
 from __future__ import annotations
@@ -84,8 +87,7 @@ def measure(path: Path) -> dict[str, float | int]:
         "exit": run.returncode,
         "wall_s": round(wall, 3),
         "cpu_s": round((after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), 3),
-        # ru_maxrss of RUSAGE_CHILDREN is the largest child's so far: measured in order
-        # of growing cost, each figure is that case's own.
+        # ru_maxrss of RUSAGE_CHILDREN is the largest child's so far (see the docstring).
         "peak_rss_mb": round(after.ru_maxrss / 1024, 1),
         "output_bytes": len(run.stdout) + len(run.stderr),
         "input_bytes": path.stat().st_size,
@@ -98,11 +100,11 @@ def main(argv: list[str]) -> int:
     args = parser.parse_args(argv)
     cases: dict[str, Callable[[Path], None]] = {
         "baseline: 10 forwards": lambda p: p.write_text(models.model_yaml(10)),
-        "alias bomb (612 bytes)": lambda p: p.write_text(alias_bomb()),
+        "junk keys, 50 MB": lambda p: write_junk_keys(p, 50 * 1000 * 1000),
         "deep nesting (1 MB of '[')": lambda p: p.write_text(
             HEADER + "junk: " + "[" * 1_000_000 + "\n"
         ),
-        "junk keys, 50 MB": lambda p: write_junk_keys(p, 50 * 1000 * 1000),
+        "alias bomb (612 bytes)": lambda p: p.write_text(alias_bomb()),
         "junk keys, at the 8 MiB limit": lambda p: write_junk_keys(p, LIMIT),
         "'- 1' lines, at the 8 MiB limit": lambda p: write_short_values(p, LIMIT),
     }

@@ -424,13 +424,14 @@ def install(
     model: ModelArg = None,
     root: RootOpt = Path("/"),
     force: Annotated[bool, typer.Option("--force", help="Replace a different model.")] = False,
-    libvirt_hook: Annotated[
+    no_libvirt_hook: Annotated[
         bool,
         typer.Option(
-            "--libvirt-hook/--no-libvirt-hook",
-            help="Lay out the libvirt network hook (also before libvirt is installed).",
+            "--no-libvirt-hook",
+            help="Leave the libvirt network hook out (it is laid out even before libvirt "
+            "is installed).",
         ),
-    ] = True,
+    ] = False,
 ) -> None:
     """Boot persistence: the systemd unit, the model in /etc/nftfwd, the libvirt hook.
 
@@ -449,7 +450,7 @@ def install(
         nftfwd_bin=command,
         table=loaded.table,
         force=force,
-        libvirt_hook=libvirt_hook,
+        libvirt_hook=not no_libvirt_hook,
     )
     changed = set(apply_install(plan))
     for planned in plan:
@@ -565,13 +566,12 @@ def libvirt_import(
     import socket
 
     from nftfwd.libvirt import import_networks
+    from nftfwd.source import decode_utf8, max_model_bytes, read_input
 
     texts = []
     for path in xml:
-        try:
-            texts.append((str(path), path.read_text(encoding="utf-8")))
-        except OSError as err:
-            _fail(f"{path}: cannot read it ({err.strerror}).")
+        name, data = read_input(path, "network XML", max_model_bytes(), pipes=True)
+        texts.append((name, decode_utf8(data, name)))
     sys.stdout.write(import_networks(texts, host_name=socket.gethostname(), uplink=uplink))
 
 

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# A model with a million mistakes is reported by its first ones: the report stays
+# readable and its size bounded, whatever the file.
+MAX_REPORTED = 50
+# The longest piece of the user's text an error message repeats (a value, a key).
+MAX_ECHO = 80
 
-@dataclass(frozen=True, order=True)
+
+def echo(text: str) -> str:
+    """`text` as an error message may repeat it: cut to MAX_ECHO characters (then "..."),
+    control characters escaped so that they cannot rewrite the terminal."""
+    cut = text[:MAX_ECHO]
+    if not cut.isprintable():
+        cut = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    return cut + "..." if len(text) > MAX_ECHO else cut
+
+
+@dataclass(frozen=True, order=True, slots=True)
 class Location:
-    """A place in a model file: 1-based line and column."""
+    """A place in a model file: 1-based line and column. (Slots: a model has one per
+    value, and a dict per Location doubled what they cost.)"""
 
     file: str
     line: int
@@ -38,10 +54,16 @@ class NftfwdError(Exception):
 
 
 class ModelError(NftfwdError):
-    """The model file is not valid; carries every problem found, first one first."""
+    """The model file is not valid; carries the first MAX_REPORTED problems found, first
+    one first, and how many more there were (`more`: ones a stage stopped collecting)."""
 
-    def __init__(self, problems: list[Problem]) -> None:
-        self.problems = sorted(
+    def __init__(self, problems: list[Problem], more: int = 0) -> None:
+        ordered = sorted(
             problems, key=lambda p: (p.location or Location("", 0, 0), p.path, p.message)
         )
-        super().__init__("\n".join(str(p) for p in self.problems))
+        self.problems = ordered[:MAX_REPORTED]
+        self.omitted = len(ordered) - len(self.problems) + more
+        lines = [str(p) for p in self.problems]
+        if self.omitted:
+            lines.append(f"... and {self.omitted} more problem(s) not shown; fix these first")
+        super().__init__("\n".join(lines))

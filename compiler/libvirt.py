@@ -189,12 +189,23 @@ def _parse_network(source: str, text: str) -> _Network | str:
     return network
 
 
+def _address(text: str) -> IPv4Address | IPv6Address:
+    """`ip_address(text)` without what the model refuses, ValueError for them too: IPv6
+    scope ids (`fe80::1%eth0`) and IPv4-mapped IPv6 addresses (`::ffff:192.0.2.1`)."""
+    if "%" in text:
+        raise ValueError(f"{text!r} has a scope id")
+    address = ip_address(text)
+    if isinstance(address, IPv6Address) and address.ipv4_mapped is not None:
+        raise ValueError(f"{text!r} is IPv4-mapped")
+    return address
+
+
 def _ip_version(ip_el: ET.Element) -> int | None:
     family = ip_el.get("family")
     if family in ("ipv4", "ipv6"):
         return 4 if family == "ipv4" else 6
     try:
-        return ip_address(ip_el.get("address", "")).version
+        return _address(ip_el.get("address", "")).version
     except ValueError:
         return None
 
@@ -216,7 +227,7 @@ def _pick_ip(root: ET.Element, version: int, network: _Network) -> ET.Element | 
 
 def _subnet(ip_el: ET.Element, version: int) -> Subnet:
     """The subnet of an <ip>, as libvirt computes it: netmask, else prefix, else default."""
-    address = ip_address(ip_el.get("address", ""))
+    address = _address(ip_el.get("address", ""))
     if address.version != version:
         raise ValueError("family does not match the address")
     netmask, prefix = ip_el.get("netmask"), ip_el.get("prefix")
@@ -262,7 +273,7 @@ def _add_host(
         return
     raw_ip = host.get("ip", "")
     try:
-        address = ip_address(raw_ip)
+        address = _address(raw_ip)
     except ValueError:
         address = None
     if (

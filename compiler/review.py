@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from nftfwd.config import find_host, host_list
 from nftfwd.diffview import HostDiff, guest_names
+from nftfwd.errors import NftfwdError, echo
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
 from nftfwd.plan import (
@@ -30,6 +32,18 @@ def _find(model: Model, name: str) -> Host | None:
     return next((h for h in model.hosts if h.name == name), None)
 
 
+def _only(old: Model, new: Model, wanted: str) -> list[str]:
+    """The name --host means in either model (as config.find_host matches it); an
+    error if it is in neither, rather than a diff of two absent hosts ("no changes")."""
+    found = find_host(new, wanted) or find_host(old, wanted)
+    if found is None:
+        names = host_list(sorted({h.name for h in old.hosts} | {h.name for h in new.hosts}))
+        raise NftfwdError(
+            f"no host '{echo(wanted)}' in {old.source} or {new.source}; their hosts are {names}."
+        )
+    return [found.name]
+
+
 def _side(model: Model, host: Host | None) -> Side:
     """One side of the comparison: its rules (without elements) as nft text, its
     forwards, and the elements of its sets and maps."""
@@ -44,7 +58,7 @@ def _side(model: Model, host: Host | None) -> Side:
 def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]:
     names = sorted({h.name for h in old.hosts} | {h.name for h in new.hosts})
     if only_host is not None:
-        names = [only_host]
+        names = _only(old, new, only_host)
     diffs = []
     for name in names:
         before, after = _find(old, name), _find(new, name)

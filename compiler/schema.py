@@ -9,7 +9,7 @@ from functools import cache
 from importlib import resources
 from typing import TYPE_CHECKING, Any
 
-from nftfwd.errors import ModelError, Problem
+from nftfwd.errors import MAX_ECHO, MAX_REPORTED, Location, ModelError, Problem, echo
 from nftfwd.schema_fast import Check, compile_check
 from nftfwd.source import Document, KeyPath, format_path
 
@@ -76,10 +76,47 @@ def validate_shape(doc: Document) -> None:
     if valid:
         return
     problems: list[Problem] = []
-    for error in _validator().iter_errors(doc.data):
-        problems.extend(_problems(doc, error))
+    data, more = _without_excess_keys(_schema(), doc.data)
+    for error in _validator().iter_errors(data):
+        found, uncounted = _problems(doc, error)
+        problems.extend(found)
+        more += uncounted
     if problems:
-        raise ModelError(_unique(problems))
+        raise ModelError(_unique(problems), more)
+
+
+def _without_excess_keys(schema: Any, data: Any) -> tuple[Any, int]:
+    """`data` without the unknown keys of each mapping beyond its first MAX_REPORTED,
+    and how many were left out. They could only be listed, and jsonschema lists the
+    unknown keys of a mapping in one error, sorting them all: seconds for a file of
+    junk keys."""
+    if isinstance(data, dict) and isinstance(schema, dict):
+        known = schema.get("properties", {})
+        extra = schema.get("additionalProperties", True)
+        kept: dict[str, Any] = {}
+        unknown = omitted = 0
+        for key, value in data.items():
+            sub = known.get(key)
+            if sub is None and extra is False:
+                unknown += 1
+                if unknown > MAX_REPORTED:
+                    omitted += 1
+                    continue
+            elif sub is None and isinstance(extra, dict):
+                sub = extra
+            if sub is not None:
+                value, left_out = _without_excess_keys(sub, value)
+                omitted += left_out
+            kept[key] = value
+        return kept, omitted
+    if (
+        isinstance(data, list)
+        and isinstance(schema, dict)
+        and isinstance(schema.get("items"), dict)
+    ):
+        items = [_without_excess_keys(schema["items"], item) for item in data]
+        return [item for item, _ in items], sum(left_out for _, left_out in items)
+    return data, 0
 
 
 def _unique(problems: list[Problem]) -> list[Problem]:
@@ -90,21 +127,33 @@ def _unique(problems: list[Problem]) -> list[Problem]:
 
 
 def _problem(doc: Document, path: KeyPath, message: str) -> Problem:
-    return Problem(doc.location(path), format_path(path), message)
+    # An empty file has no location at all: its start, then.
+    where = doc.location(path) or Location(doc.path, 1, 1)
+    return Problem(where, format_path(path), message)
 
 
-def _problems(doc: Document, error: ValidationError) -> list[Problem]:
+def _problems(doc: Document, error: ValidationError) -> tuple[list[Problem], int]:
+    """The problems `error` stands for, and how many more it stands for that are not
+    worth spelling out (beyond what a report shows)."""
     path: KeyPath = tuple(error.absolute_path)
+    if error.validator == "additionalProperties":
+        # One error for all the unknown keys of a mapping, which may be millions: the
+        # first ones in the file are spelled out, the others counted.
+        schema: Any = error.schema
+        instance: Any = error.instance
+        known = sorted(schema.get("properties", {}))
+        unknown = [key for key in instance if key not in known]
+        return [
+            _problem(doc, (*path, key), _unknown_key(key, known)) for key in unknown[:MAX_REPORTED]
+        ], max(0, len(unknown) - MAX_REPORTED)
+    return _explained(doc, path, error), 0
+
+
+def _explained(doc: Document, path: KeyPath, error: ValidationError) -> list[Problem]:
     kind = error.validator
     schema: Any = error.schema
     instance: Any = error.instance
     expected: Any = error.validator_value
-    if kind == "additionalProperties":
-        known = sorted(schema.get("properties", {}))
-        return [
-            _problem(doc, (*path, key), _unknown_key(key, known))
-            for key in sorted(set(instance) - set(known))
-        ]
     if kind == "required":
         missing = [k for k in expected if k not in instance]
         return [_problem(doc, path, f"missing key '{key}'; add it") for key in missing]
@@ -115,7 +164,8 @@ def _problems(doc: Document, error: ValidationError) -> list[Problem]:
             _problem(
                 doc,
                 (*path, instance),
-                f"'{instance}' is not a valid name here: expected {_describe(schema)}; rename it",
+                f"'{echo(instance)}' is not a valid name here: expected {_describe(schema)}; "
+                "rename it",
             )
         ]
     if kind == "type" and expected == "string":
@@ -155,16 +205,18 @@ def _problems(doc: Document, error: ValidationError) -> list[Problem]:
         return [_problem(doc, path, "must list at least one item")]
     if kind == "uniqueItems":
         return [_problem(doc, path, "lists the same item twice; remove the repeat")]
-    return [
-        _problem(doc, path, f"{_show(instance)} is not valid here: expected {_describe(schema)}")
-    ]
+    shown = _show(instance)
+    if path in doc.written:
+        shown = f"{echo(doc.written[path])} (YAML 1.1 reads {shown})"
+    return [_problem(doc, path, f"{shown} is not valid here: expected {_describe(schema)}")]
 
 
 def _unknown_key(key: str, known: list[str]) -> str:
-    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    # A key far longer than any known one is like none of them (and costly to compare).
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5) if len(key) < 64 else []
     if close:
-        return f"unknown key '{key}'; did you mean '{close[0]}'?"
-    return f"unknown key '{key}'; the keys allowed here are {', '.join(known)}"
+        return f"unknown key '{echo(key)}'; did you mean '{close[0]}'?"
+    return f"unknown key '{echo(key)}'; the keys allowed here are {', '.join(known)}"
 
 
 def _describe(schema: Any) -> str:
@@ -206,4 +258,6 @@ def _show(value: Any) -> str:
         return f"{value.isoformat()} (a date to YAML)"
     if isinstance(value, bytes):
         return "binary data"
-    return json.dumps(value)
+    if isinstance(value, str):  # json.dumps escapes control characters
+        return json.dumps(value[:MAX_ECHO]) + ("..." if len(value) > MAX_ECHO else "")
+    return echo(json.dumps(value))

@@ -10,10 +10,11 @@ mutated ones.
 It knows the keywords nftfwd's schema uses, each with the meaning jsonschema's
 Draft 2020-12 validator gives it: `True` is not an integer but `1.0` is, `const: 1`
 accepts `1.0` but not `True`, `pattern` is `re.search` (so `$` also matches before a
-final newline), `items` applies to every item. Where it cannot be sure it answers no: a
-keyword it does not know (or a `$ref`: give it the schema with references inlined, as
-jsonschema gets it), a `const` or `enum` value that is a list or a mapping, `uniqueItems`
-over items that are not all strings or all integers.
+final newline: nftfwd's patterns end in `$(?!\n)`), `items` applies to every item.
+Where it cannot be sure it answers no: a keyword it does not know (or a `$ref`: give it
+the schema with references inlined, as jsonschema gets it), a `const` or `enum` value
+that is a list or a mapping, `uniqueItems` over items that are not all strings or all
+integers.
 
 Closures rather than a general validator: the model of 10,000 guests is checked in a
 few tens of milliseconds (jsonschema takes over a second), and compiling the schema

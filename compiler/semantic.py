@@ -10,7 +10,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_add
 from socket import AF_INET, inet_pton
 from typing import Any, cast
 
-from nftfwd.errors import ModelError, Problem
+from nftfwd.errors import MAX_REPORTED, ModelError, Problem, echo
 from nftfwd.keywords import is_reserved
 from nftfwd.model import (
     FAMILIES,
@@ -30,6 +30,24 @@ from nftfwd.source import Document, KeyPath, format_path
 
 DEFAULT_TABLE = "nftfwd"
 FAMILY_NAMES = {"ip": "IPv4", "ip6": "IPv6"}
+# Problems kept for the report: the report shows the first MAX_REPORTED by location,
+# and the checker finds them roughly in file order, so a margin is enough.
+_KEPT_PROBLEMS = 20 * MAX_REPORTED
+
+# Ranges a bridge subnet may not touch: guests need unicast addresses routed like any
+# other (0.0.0.0/0 as a subnet would drop every forwarded connection of the host).
+_NOT_FOR_GUESTS: tuple[tuple[IPNetwork, str], ...] = (
+    (IPv4Network("0.0.0.0/8"), "'this network'"),
+    (IPv4Network("127.0.0.0/8"), "loopback"),
+    (IPv4Network("169.254.0.0/16"), "link-local"),
+    (IPv4Network("224.0.0.0/4"), "multicast"),
+    (IPv4Network("240.0.0.0/4"), "reserved and broadcast"),
+    (IPv6Network("::/127"), "unspecified and loopback"),
+    (IPv6Network("::ffff:0:0/96"), "IPv4-mapped"),
+    (IPv6Network("fe80::/10"), "link-local"),
+    (IPv6Network("ff00::/8"), "multicast"),
+)
+_IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
 
 
 def build_model(doc: Document) -> Model:
@@ -37,7 +55,7 @@ def build_model(doc: Document) -> Model:
     checker = _Checker(doc)
     model = checker.model()
     if checker.problems:
-        raise ModelError(checker.problems)
+        raise ModelError(checker.problems, checker.failures - len(checker.problems))
     return model
 
 
@@ -87,6 +105,7 @@ class _Checker:
     def __init__(self, doc: Document) -> None:
         self.doc = doc
         self.problems: list[Problem] = []
+        self.failures = 0  # problems found, kept or not
         # Each text parsed once: forwards repeat host addresses and sources.
         self.parsed_addresses: dict[str, IPAddress] = {}
         self.parsed_networks: dict[str, IPNetwork] = {}
@@ -96,13 +115,19 @@ class _Checker:
         self.protos: dict[tuple[str, ...], tuple[str, ...]] = {}
 
     def fail(self, path: KeyPath, message: str) -> None:
-        self.problems.append(Problem(self.doc.location(path), format_path(path), message))
+        self.failures += 1
+        if len(self.problems) < _KEPT_PROBLEMS:
+            self.problems.append(Problem(self.doc.location(path), format_path(path), message))
 
     def fail_forward(self, forward: Forward, message: str) -> None:
-        self.problems.append(Problem(forward.location, forward.path, message))
+        self.failures += 1
+        if len(self.problems) < _KEPT_PROBLEMS:
+            self.problems.append(Problem(forward.location, forward.path, message))
 
     def model(self) -> Model:
         data = self.doc.data
+        if ("version",) in self.doc.written:
+            self.fail(("version",), f"{_read_as(self.doc.written[('version',)], 1)}; write 1")
         table = data.get("table", DEFAULT_TABLE)
         if is_reserved(table):
             self.fail(
@@ -121,40 +146,109 @@ class _Checker:
         value = self.parsed_addresses.get(text)
         if value is None:
             try:
-                value = self.parsed_addresses[text] = _parse_address(text)
+                value = _parse_address(text)
             except ValueError:
                 self.fail(
                     path,
-                    f"'{text}' is not an IP address; "
+                    f"'{echo(text)}' is not an IP address; "
                     'write one such as 192.0.2.10 or "2001:db8::10"',
                 )
                 return None
+            if not self.plain_ipv6(value, text, path):
+                return None
+            self.parsed_addresses[text] = value
         if version is not None and value.version != version:
             self.fail(
-                path, f"'{text}' is not an IPv{version} address; write an IPv{version} address here"
+                path,
+                f"'{echo(text)}' is not an IPv{version} address; "
+                f"write an IPv{version} address here",
             )
             return None
         return value
+
+    def plain_ipv6(self, value: IPAddress | IPNetwork, text: str, path: KeyPath) -> bool:
+        """Whether an IPv6 address or prefix is one nft and the kernel take as written:
+        no scope id (`%eth0`: nft would look it up as a host name), and not IPv4-mapped
+        (`::ffff:192.0.2.1`: the kernel lists it in IPv4 form, so a diff never settles)."""
+        if value.version != 6:
+            return True
+        if "%" in text:
+            address, _, rest = text.partition("%")
+            scope, slash, length = rest.partition("/")
+            self.fail(
+                path,
+                f"'{echo(text)}' has a scope id ('%{echo(scope)}'), which nftables cannot "
+                f"use; write it without, '{echo(address + slash + length)}'",
+            )
+            return False
+        if isinstance(value, IPv6Address) and value.ipv4_mapped is not None:
+            self.fail(
+                path,
+                f"'{echo(text)}' is an IPv4-mapped IPv6 address; write the IPv4 address "
+                f"{value.ipv4_mapped} in an IPv4 key instead",
+            )
+            return False
+        if isinstance(value, IPv6Network) and value.subnet_of(_IPV4_MAPPED):
+            mapped = IPv4Network((int(value.network_address) & 0xFFFFFFFF, value.prefixlen - 96))
+            self.fail(
+                path,
+                f"'{echo(text)}' is an IPv4-mapped IPv6 prefix; write the IPv4 prefix "
+                f"{mapped} instead",
+            )
+            return False
+        return True
 
     def network(self, text: str, path: KeyPath, version: int | None = None) -> IPNetwork | None:
         value = self.parsed_networks.get(text)
         if value is None:
             try:
-                value = self.parsed_networks[text] = ip_network(text)
+                value = ip_network(text)
             except ValueError:
                 try:
                     loose = ip_network(text, strict=False)
                 except ValueError:
-                    self.fail(path, f"'{text}' is not an IP prefix; write one such as 192.0.2.0/24")
+                    self.fail(
+                        path, f"'{echo(text)}' is not an IP prefix; write one such as 192.0.2.0/24"
+                    )
                 else:
-                    self.fail(path, f"'{text}' has host bits set; write the prefix as '{loose}'")
+                    self.fail(
+                        path, f"'{echo(text)}' has host bits set; write the prefix as '{loose}'"
+                    )
                 return None
+            if not self.plain_ipv6(value, text, path):
+                return None
+            self.parsed_networks[text] = value
         if version is not None and value.version != version:
             self.fail(
-                path, f"'{text}' is not an IPv{version} prefix; write an IPv{version} prefix here"
+                path,
+                f"'{echo(text)}' is not an IPv{version} prefix; write an IPv{version} prefix here",
             )
             return None
         return value
+
+    def bridge_subnet(self, text: str, path: KeyPath, version: int) -> IPNetwork | None:
+        """A bridge's subnet: a unicast range guests can have addresses in."""
+        subnet = self.network(text, path, version)
+        if subnet is None:
+            return None
+        if subnet.prefixlen == 0:
+            self.fail(
+                path,
+                f"{subnet} is the whole IPv{version} address space, not a subnet of guests; "
+                "write the bridge's own subnet, for example "
+                + ("192.168.122.0/24" if version == 4 else "fd00:122::/64"),
+            )
+            return None
+        for reserved, what in _NOT_FOR_GUESTS:
+            if reserved.version == version and subnet.overlaps(reserved):
+                self.fail(
+                    path,
+                    f"{subnet} is not a subnet for guests: it overlaps {reserved} ({what}); "
+                    "use a private unicast range such as "
+                    + ("192.168.122.0/24" if version == 4 else "fd00:122::/64"),
+                )
+                return None
+        return subnet
 
     def host_address(self, text: str, path: KeyPath) -> IPAddress | None:
         value = self.address(text, path)
@@ -163,7 +257,7 @@ class _Checker:
         ):
             self.fail(
                 path,
-                f"'{text}' cannot be a host address for forwards (loopback, "
+                f"'{echo(text)}' cannot be a host address for forwards (loopback, "
                 "link-local, multicast or unspecified); use an address clients reach",
             )
             return None
@@ -172,7 +266,7 @@ class _Checker:
     # -- hosts -------------------------------------------------------------------
 
     def host(self, name: str, spec: dict[str, Any], path: KeyPath) -> Host:
-        problems_before = len(self.problems)
+        failures_before = self.failures
         uplinks = tuple(spec["uplinks"])
         addresses = tuple(
             a
@@ -197,7 +291,7 @@ class _Checker:
                     f"'{bridge.name}' is also an uplink; "
                     "an interface is either an uplink or faces guests, not both",
                 )
-        if len(self.problems) == problems_before:
+        if self.failures == failures_before:
             # Cross-checks only on values that parsed, so one typo is reported once.
             self.check_subnets(host, path)
             self.check_guest_addresses(host, path)
@@ -238,9 +332,13 @@ class _Checker:
     # -- bridges and guests --------------------------------------------------------
 
     def bridge(self, name: str, spec: dict[str, Any], path: KeyPath) -> Bridge:
-        subnet = self.network(spec["subnet"], (*path, "subnet"), 4) if "subnet" in spec else None
+        subnet = (
+            self.bridge_subnet(spec["subnet"], (*path, "subnet"), 4) if "subnet" in spec else None
+        )
         subnet6 = (
-            self.network(spec["subnet6"], (*path, "subnet6"), 6) if "subnet6" in spec else None
+            self.bridge_subnet(spec["subnet6"], (*path, "subnet6"), 6)
+            if "subnet6" in spec
+            else None
         )
         guests = tuple(
             self.guest(
@@ -327,8 +425,14 @@ class _Checker:
     # -- forwards --------------------------------------------------------------------
 
     def ports(self, value: int | float | str, path: KeyPath) -> PortRange | None:
+        written = self.doc.written.get(path)
+        if written is not None and not isinstance(
+            value, str
+        ):  # 0x50, 0777, 1:20, 8_080, +80 (the schema took the number)
+            self.fail(path, _port_read_as(written, value))
+            return None
         if isinstance(value, float):  # JSON Schema's "integer" takes 8080.0 too
-            self.fail(path, f"port {value} is not a whole number; write it as {int(value)}")
+            self.fail(path, f"port {value} has a decimal point; write it as {int(value)}")
             return None
         if isinstance(value, int):
             first = last = value
@@ -442,6 +546,39 @@ class _Checker:
                                 "them sets snat; set snat the same on both",
                             )
                             return
+
+
+def _read_as(text: str, value: int | float) -> str:
+    """What YAML 1.1 made of a number not written in plain decimal digits."""
+    unsigned = text.lstrip("+-")
+    if ":" in text:
+        form = "the base-60 number"
+    elif unsigned[:2] in ("0x", "0X"):
+        form = "the hexadecimal number"
+    elif unsigned[:2] in ("0b", "0B"):
+        form = "the binary number"
+    elif unsigned[:1] == "0" and unsigned.strip("0_").isdigit():
+        form = "the octal number"
+    else:
+        form = "the number"
+    return f"YAML 1.1 reads {echo(text)} as {form} {value}, not as written"
+
+
+def _port_read_as(text: str, value: int | float) -> str:
+    """The problem with a port YAML 1.1 read from another form than decimal digits,
+    and the decimal to write."""
+    read = _read_as(text, value)
+    if ":" in text and text.count(":") == 1 and text.replace(":", "").isdigit():
+        first, last = text.split(":")  # iptables' syntax for a range
+        return f'{read}; write the range as "{int(first)}-{int(last)}" (in quotes), or {value}'
+    digits = text.lstrip("+").replace("_", "")
+    if digits.isdigit() and digits.startswith("0") and int(digits) != value:
+        return f"{read}; write {int(digits)} (no leading zero), or {value} if you meant that"
+    if isinstance(value, float):
+        if value.is_integer():
+            return f"{read}; write {int(value)}"
+        return f"{read}; write a whole number of 1-65535"
+    return f"{read}; write {value}"
 
 
 def _line(forward: Forward) -> int:

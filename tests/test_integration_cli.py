@@ -249,8 +249,9 @@ def test_hook_reloads_when_libvirt_starts_a_network(netns: str, tmp_path: Path) 
     assert entries[0].startswith(f"info: libvirt network default started begin: reloaded {HOMELAB}")
     # load's own output is in the message, whole: the forwards it added, one per line.
     assert "\n  + tcp 8080 on any IPv4 host address -> web" in entries[0]
-    # doctor's findings follow, at warning, each fix of several lines in one message.
-    findings = [e for e in entries[1:] if e.startswith("warning: doctor uplink-missing")]
+    # doctor's findings follow at their severity (a missing uplink is an error), each fix
+    # of several lines in one message.
+    findings = [e for e in entries[1:] if e.startswith("err: doctor error uplink-missing")]
     assert findings and "\nFix:\n" in findings[0]
     assert result.stderr.startswith("nftfwd: libvirt network default started begin: reloaded")
 

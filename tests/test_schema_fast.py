@@ -52,7 +52,7 @@ def _reference_problems(doc: Document) -> list[Problem] | str:
     problems: list[Problem] = []
     try:
         for error in schema._validator().iter_errors(doc.data):
-            problems.extend(schema._problems(doc, error))
+            problems.extend(schema._problems(doc, error)[0])
     except Exception as err:
         return repr(err)
     return ModelError(schema._unique(problems)).problems if problems else []
@@ -87,8 +87,10 @@ def test_the_schema_uses_only_keywords_the_fast_check_knows() -> None:
 
 
 def test_there_are_model_files_to_compare() -> None:
-    assert len(MODEL_FILES) >= 50
-    assert len(MODEL_FILES) - len(SHAPE_CHECKED) <= 2  # yaml-syntax, duplicate-key
+    assert len(SHAPE_CHECKED) >= 50
+    # Refused by the reader (not YAML, a duplicate key, a tag, an alias bomb...): only
+    # files made to be refused.
+    assert all(p.parent.name == "bad" for p in set(MODEL_FILES) - set(SHAPE_CHECKED))
     assert any(path.parent.name == "scenarios" for path in MODEL_FILES)
 
 

@@ -196,6 +196,39 @@ def test_nftables_flushing_the_ruleset_brings_the_table_back(box: Booted, operat
     assert "table inet filter" in tables(box)
 
 
+def flush_finding(box: Booted) -> str:
+    """The severity doctor gives Debian's `flush ruleset` in /etc/nftables.conf."""
+    done = box.run("nftfwd", "doctor", "--format", "json", check=False)
+    assert done.returncode in (0, 1), done.stderr
+    (severity,) = [f["severity"] for f in json.loads(done.stdout)["findings"]
+                   if f["id"] == "flush-ruleset-on-boot"]  # fmt: skip
+    return str(severity)
+
+
+def test_without_reload_propagation_a_reload_of_nftables_loses_the_table(box: Booted) -> None:
+    """The negative control of the test above, and what doctor says of each unit: the unit
+    `install` writes follows nftables.service (a note); one without
+    ReloadPropagatedFrom=, as older installs wrote it, loses every forward at `systemctl
+    reload nftables` (a warning)."""
+    unit = "/etc/systemd/system/nftfwd.service"
+    loaded(box)
+    assert flush_finding(box) == "note"
+    original = box.run("cat", unit).stdout
+    box.run("sed", "-i", "/^ReloadPropagatedFrom=/d", unit)
+    try:
+        box.run("systemctl", "daemon-reload")
+        loaded(box)
+        assert flush_finding(box) == "warning"
+        box.run("systemctl", "reload", "nftables")
+        time.sleep(2)  # what would bring the table back has had its time
+        assert table_handle(box) is None
+    finally:
+        box.run("sh", "-c", f"cat > {unit}", input=original)
+        box.run("systemctl", "daemon-reload")
+        box.run("systemctl", "restart", "nftfwd")
+    loaded(box)
+
+
 def test_reload_nftfwd_is_one_transaction(box: Booted) -> None:
     """A changed model shows after `systemctl reload nftfwd`, and the kernel saw one
     transaction (one new generation) that replaced the table."""
@@ -252,8 +285,13 @@ def test_the_hook_logs_whole_messages_to_the_journal(box: Booted) -> None:
         "libvirt network default started begin: reloaded /etc/nftfwd/nftfwd.yaml (exit 0)\n"
         "host box, table inet nftfwd: no changes\n"
     )
-    # doctor's findings: warnings, each with its fix of several lines in the same entry.
-    findings = [m for p, m in entries[1:] if p == "4" and m.startswith("doctor ")]
+    # doctor's findings at their severity (err 3, warning 4), each with its fix of several
+    # lines in the same entry.
+    findings = [
+        m
+        for p, m in entries[1:]
+        if (p, m.split(" ", 2)[:2]) in (("3", ["doctor", "error"]), ("4", ["doctor", "warning"]))
+    ]
     assert any("\nFix:\n" in m and m.count("\n") >= 3 for m in findings), entries
     assert result.stderr.startswith("nftfwd: libvirt network default started begin: reloaded")
 

@@ -32,15 +32,13 @@ class HostDiff:
         return bool(self.forwards or self.rules or self.elements)
 
 
-def _ports(first: int, last: int, offset: int = 0) -> str:
-    return str(first + offset) if first == last else f"{first + offset}-{last + offset}"
+def _ports(first: int, last: int) -> str:
+    return str(first) if first == last else f"{first}-{last}"
 
 
-def _target(target: Target, change: ForwardChange, names: Mapping[str, str]) -> str:
+def _target(target: Target, last_port: int, names: Mapping[str, str]) -> str:
     name = names.get(target.address)
-    span = change.last_port - change.key.port
-    port = _ports(target.port, target.port + span)
-    return f"{name + ' ' if name else ''}{target.address} port {port}"
+    return f"{name + ' ' if name else ''}{target.address} port {_ports(target.port, last_port)}"
 
 
 def describe(change: ForwardChange, names: Mapping[str, str]) -> str:
@@ -50,9 +48,9 @@ def describe(change: ForwardChange, names: Mapping[str, str]) -> str:
     if key.source != "any":
         text += f" from {key.source}"
     if change.new is not None:
-        text += f" -> {_target(change.new, change, names)}"
+        text += f" -> {_target(change.new, change.new_port(change.last_port), names)}"
     if change.old is not None:
-        old = _target(change.old, change, names)
+        old = _target(change.old, change.old_port(change.last_port), names)
         text += f" (was {old})" if change.new is not None else f" -> {old}"
     return text
 

@@ -349,11 +349,11 @@ class _Checker:
     def forward(self, spec: dict[str, Any], path: KeyPath) -> Forward | None:
         port = self.ports(spec["port"], (*path, "port"))
         to = self.ports(spec["to"], (*path, "to")) if "to" in spec else port
-        if port is not None and to is not None and to.size != port.size:
+        if port is not None and to is not None and to.size not in (1, port.size):
             self.fail(
                 (*path, "to"),
-                f"'to' covers {to.size} port(s) but 'port' covers "
-                f"{port.size}; give a single port or a range of the same length",
+                f"'to' covers {to.size} ports but 'port' covers {port.size}; give one port "
+                f"(every port of the range goes to it) or a range of {port.size} ports",
             )
             return None
         proto_spec = spec.get("proto", "tcp")

@@ -28,7 +28,7 @@ def forget_flows(changes: list[ForwardChange]) -> tuple[int, str | None]:
     runs = 0
     for change in gone:
         assert change.old is not None
-        for offset in range(change.last_port - change.key.port + 1):
+        for host_port in range(change.key.port, change.last_port + 1):
             argv = [
                 tool,
                 "-D",
@@ -37,11 +37,11 @@ def forget_flows(changes: list[ForwardChange]) -> tuple[int, str | None]:
                 "-p",
                 change.key.proto,
                 "--orig-port-dst",
-                str(change.key.port + offset),
+                str(host_port),
                 "--reply-src",
                 change.old.address,
                 "--reply-port-src",
-                str(change.old.port + offset),
+                str(change.old_port(host_port)),
             ]
             # Exit 1 with "0 flow entries" is the normal answer when nothing matched.
             subprocess.run(argv, capture_output=True, check=False, timeout=10)

@@ -201,7 +201,7 @@ class _Checker:
             # Cross-checks only on values that parsed, so one typo is reported once.
             self.check_subnets(host, path)
             self.check_guest_addresses(host, path)
-            self.check_forwards(host)
+            self.check_forwards(host, path)
         return host
 
     def check_subnets(self, host: Host, path: KeyPath) -> None:
@@ -385,14 +385,16 @@ class _Checker:
             location=self.doc.location(path),
         )
 
-    def check_forwards(self, host: Host) -> None:
+    def check_forwards(self, host: Host, path: KeyPath) -> None:
         claims: dict[tuple[Family, Proto], list[_Claim]] = defaultdict(list)
-        for _bridge, guest, forward in host.forwards():
+        for bridge, guest, forward in host.forwards():
             if forward.address is not None:
                 listed = host.addresses_in(family_of(forward.address))
                 if listed and forward.address not in listed:
-                    self.fail_forward(
-                        forward,
+                    index = guest.forwards.index(forward)  # all parsed: the spec's index
+                    at = (*path, "bridges", bridge.name, "guests", guest.name, "forwards", index)
+                    self.fail(
+                        (*at, "address"),
                         f"address {forward.address} is not one of the host's "
                         f"addresses ({', '.join(map(str, listed))}); name one of them",
                     )

@@ -192,6 +192,7 @@ class _Builder:
     def root(self) -> Any:
         # An empty stream is just StreamStart, StreamEnd; else DocumentStart, the root, ...
         if len(self._events) <= 2:
+            self.locations[()] = Location(self.file, 1, 1)  # errors still name the file
             return None
         self._at = 2
         return self._node((), True)

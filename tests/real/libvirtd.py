@@ -178,6 +178,7 @@ def debian13_root(directory: Path) -> Path:
     key = hashlib.sha256(DEBIAN13_PACKAGES.encode()).hexdigest()[:12]
     tarball = CACHE / f"trixie-libvirt-{key}.tar"
     if not tarball.is_file():
+        CACHE.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix="trixie-libvirt-", dir=CACHE))
         try:
             _run([str(DEBIAN_ROOT), "make", "trixie", str(staging)], timeout=600)

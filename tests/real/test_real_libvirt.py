@@ -111,13 +111,32 @@ def doctor(lv: Libvirt) -> tuple[int, str]:
     return done.returncode, done.stdout
 
 
-def load(lv: Libvirt) -> None:
-    done = lv.nftfwd_cmd("load", "--atomic", "--yes")
+def load(lv: Libvirt, *extra: str) -> None:
+    done = lv.nftfwd_cmd("load", "--atomic", "--yes", *extra)
     assert done.returncode == 0, f"load exited {done.returncode}:\n{done.stdout}{done.stderr}"
 
 
 def hostname(lv: Libvirt) -> str:
     return lv.run("uname", "-n").stdout.strip()
+
+
+# Where libvirt keeps network XML: the persistent definitions, and the running networks'
+# status (<networkstatus> around the <network>).
+READ_NETWORKS_FROM = ("etc/libvirt/qemu/networks", "run/libvirt/network")
+
+
+def networks_read_from(lv: Libvirt, folder: str) -> dict[str, str]:
+    """What doctor's reader makes of the XML files libvirt wrote to `folder`, alone."""
+    script = (
+        "import json, shutil, sys, tempfile\n"
+        "from nftfwd.kernel.hoststate import read_libvirt_networks\n"
+        "root = tempfile.mkdtemp()\n"
+        "shutil.copytree('/' + sys.argv[1], root + '/' + sys.argv[1])\n"
+        "print(json.dumps(read_libvirt_networks(root)))\n"
+    )
+    python = str(Path(lv.nftfwd).with_name("python"))
+    found: dict[str, str] = json.loads(lv.run(python, "-c", script, folder).stdout)
+    return found
 
 
 def start_default_network(lv: Libvirt) -> None:
@@ -135,6 +154,9 @@ def test_doctor_names_libvirts_rule_and_the_fix_it_prints_opens_the_forward(
     lv, backend = libvirt
     start_default_network(lv)
     assert backend.ruleset_mark in lv.run("nft", "list", "ruleset").stdout
+    # doctor maps virbr0 to its network from either of libvirt's own files, each alone.
+    for folder in READ_NETWORKS_FROM:
+        assert networks_read_from(lv, folder) == {"virbr0": "default"}, folder
 
     # README: nftfwd libvirt import <(virsh net-dumpxml default) > /etc/nftfwd/nftfwd.yaml
     lv.run("bash", "-c", f"{lv.nftfwd} libvirt import --uplink eno1 "
@@ -153,7 +175,7 @@ def test_doctor_names_libvirts_rule_and_the_fix_it_prints_opens_the_forward(
 
     lv.attach_guest()
     lv.serve("centos", 22)
-    load(lv)
+    load(lv, "--enable-forwarding")
     refused = lv.request("tcp", 2222)
     assert not refused.ok and refused.error == "refused", refused  # libvirt's reject
 

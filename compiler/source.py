@@ -55,7 +55,8 @@ class Document:
             if path in self.locations:
                 return self.locations[path]
             path = path[:-1]
-        return self.locations.get((), None)
+        # Only an empty file has no root: its errors still name the file, at line 1.
+        return self.locations.get((), Location(self.path, 1, 1))
 
 
 def load_file(path: str | Path) -> Document:
@@ -192,7 +193,6 @@ class _Builder:
     def root(self) -> Any:
         # An empty stream is just StreamStart, StreamEnd; else DocumentStart, the root, ...
         if len(self._events) <= 2:
-            self.locations[()] = Location(self.file, 1, 1)  # errors still name the file
             return None
         self._at = 2
         return self._node((), True)

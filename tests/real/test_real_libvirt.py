@@ -166,6 +166,13 @@ def test_doctor_names_libvirts_rule_and_the_fix_it_prints_opens_the_forward(
     assert "forward mode nat." in skeleton
     assert "#   virsh net-define /tmp/default.xml\n" in skeleton
     model = yaml.safe_load(skeleton)
+    # README's other form: libvirt's persistent file (`<forward mode='nat'/>`, a comment).
+    persistent = lv.nftfwd_cmd(
+        "libvirt", "import", "--uplink", "eno1", "/etc/libvirt/qemu/networks/default.xml"
+    )
+    assert persistent.returncode == 0, persistent.stderr
+    assert yaml.safe_load(persistent.stdout) == model
+    assert "# WARNING: in NAT mode libvirt" in persistent.stdout
     bridge = model["hosts"][hostname(lv)]["bridges"]["virbr0"]
     assert bridge == {"subnet": "192.168.122.0/24"}
     bridge["guests"] = {

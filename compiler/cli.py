@@ -20,6 +20,24 @@ from nftfwd.model import Host
 # Child contexts inherit help_option_names, so -h works on every command.
 HELP_OPTIONS = {"help_option_names": ["-h", "--help"]}
 
+# Placeholders are upper-case words (MODEL, HOST, SECONDS, XML...); "\b" keeps click
+# from rewrapping the lines of a paragraph.
+EXAMPLES = """Examples:
+
+\b
+  nftfwd build nftfwd.yaml > rules.nft  # the nft script (--format json)
+  nftfwd check                          # the kernel accepts it; no change
+  nftfwd diff                           # what a load would change here
+  nftfwd diff --from old.yaml --format markdown  # a model change, for review
+  nftfwd load --atomic --confirm 60     # apply; undone unless confirmed
+  nftfwd doctor                         # what stops a forward here; the fix
+  nftfwd install                        # load the model at every boot
+
+MODEL is a model file; without it, $NFTFWD_CONFIG, ./nftfwd.yaml or
+/etc/nftfwd/nftfwd.yaml. Each command's help (nftfwd COMMAND -h) states its exit
+codes. Colour only on a terminal; NO_COLOR (set, not empty) turns it off,
+FORCE_COLOR (set, not empty) turns it on anywhere; NO_COLOR wins over FORCE_COLOR."""
+
 app = typer.Typer(
     context_settings=HELP_OPTIONS,
     no_args_is_help=True,
@@ -27,13 +45,17 @@ app = typer.Typer(
     rich_markup_mode=None,
     help="Port forwarding for KVM/libvirt, Incus and homelab hosts, "
     "compiled into one atomic nftables transaction.",
+    epilog=EXAMPLES,
 )
-libvirt_app = typer.Typer(no_args_is_help=True, help="libvirt integration.")
+libvirt_app = typer.Typer(
+    no_args_is_help=True, help="Integration with libvirt: a model skeleton from its networks."
+)
 app.add_typer(libvirt_app, name="libvirt")
 
 ModelArg = Annotated[
     Path | None,
     typer.Argument(
+        metavar="MODEL",
         help="Model file; default $NFTFWD_CONFIG, ./nftfwd.yaml, /etc/nftfwd/nftfwd.yaml.",
         show_default=False,
     ),
@@ -48,16 +70,30 @@ class BuildFormat(StrEnum):
 class DiffFormat(StrEnum):
     text = "text"
     markdown = "markdown"
+    json = "json"
+
+
+class ReportFormat(StrEnum):
+    text = "text"
+    json = "json"
 
 
 HostOpt = Annotated[
-    str | None, typer.Option("--host", help="Host of the model; default: this machine's.")
+    str | None,
+    typer.Option("--host", metavar="HOST", help="Host of the model; default: this machine's."),
 ]
 
 
 def _color(stream: object) -> bool:
+    """Colour on a terminal. NO_COLOR (no-color.org) turns it off and FORCE_COLOR
+    (force-color.org) on, each when set and not empty; NO_COLOR wins: whoever asked for
+    no colour gets none."""
+    if os.environ.get("NO_COLOR"):
+        return False
+    if os.environ.get("FORCE_COLOR"):
+        return True
     isatty = getattr(stream, "isatty", None)
-    return bool(isatty and isatty()) and "NO_COLOR" not in os.environ
+    return bool(isatty and isatty())
 
 
 def _print_version(value: bool) -> None:
@@ -108,25 +144,33 @@ def _compiled(model: Path | None, host: str | None):  # type: ignore[no-untyped-
     return loaded, chosen, compile_host(loaded, chosen)
 
 
-@app.command()
+@app.command(short_help="Print the rules for one host, as an nft script or JSON.")
 def build(
     model: ModelArg = None,
     host: HostOpt = None,
     output_format: Annotated[
         BuildFormat,
-        typer.Option("--format", help="nft (a script for nft -f) or json (libnftables)."),
+        typer.Option(
+            "--format", metavar="FORMAT", help="nft (a script for nft -f) or json (libnftables)."
+        ),
     ] = BuildFormat.nft,
 ) -> None:
-    """Print the whole transaction for one host: same input, same bytes."""
+    """Print the whole transaction for one host: same input, same bytes.
+
+    Exit codes: 0 printed, 2 error (the model's mistakes, all at once).
+    """
     from nftfwd.compiler import render
 
     _, _, table = _compiled(model, host)
     sys.stdout.write(render(table, output_format.value))
 
 
-@app.command()
+@app.command(short_help="Check the model, and that the kernel accepts its rules.")
 def check(model: ModelArg = None, host: HostOpt = None) -> None:
-    """Validate the model and have the kernel's parser accept the rules; changes nothing."""
+    """Validate the model and have the kernel's parser accept the rules; changes nothing.
+
+    Exit codes: 0 accepted, 2 error.
+    """
     from nftfwd.compiler import render
     from nftfwd.kernel.check import check_script
 
@@ -135,20 +179,36 @@ def check(model: ModelArg = None, host: HostOpt = None) -> None:
     print(f"ok: {loaded.source} host {chosen.name}: the kernel accepts table inet {table.name}")
 
 
-@app.command()
+@app.command(short_help="Show what a load would change, or what a model change does.")
 def diff(
     model: ModelArg = None,
     host: HostOpt = None,
     old: Annotated[
         Path | None,
-        typer.Option("--from", help="Compare against this older model instead of the host."),
+        typer.Option(
+            "--from",
+            metavar="OLD",
+            help="Compare against this older model instead of the host (no root needed).",
+        ),
     ] = None,
     output_format: Annotated[
-        DiffFormat, typer.Option("--format", help="text, or markdown (for a pull request).")
+        DiffFormat,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="text; markdown (for a pull request, with a diagram); json (for CI).",
+        ),
     ] = DiffFormat.text,
 ) -> None:
-    """What a load would change (exit 0 none, 1 changes, 2 error)."""
-    from nftfwd.diffview import format_markdown, format_text
+    """Show what a load would change: forwards, rules and elements.
+
+    Against the live host, or with --from against an older model, for every host of
+    the model (or --host).
+
+    Exit codes: 0 no changes, 1 changes, 2 error.
+    """
+    from nftfwd.diffview import format_text
+    from nftfwd.markdown import format_markdown
 
     if old is not None:
         from nftfwd.config import load_model, model_path
@@ -163,12 +223,16 @@ def diff(
         diffs = [live_diff(chosen, table, read_live(Nft(), table), compiled_side(table))]
     if output_format is DiffFormat.markdown:
         sys.stdout.write(format_markdown(diffs))
+    elif output_format is DiffFormat.json:
+        from nftfwd.plan_json import format_json
+
+        sys.stdout.write(format_json(diffs, "host" if old is None else "model"))
     else:
         sys.stdout.write("".join(format_text(d, _color(sys.stdout)) for d in diffs))
     raise typer.Exit(1 if any(d.changed for d in diffs) else 0)
 
 
-@app.command()
+@app.command(short_help="Apply the rules as one kernel transaction, after the diff.")
 def load(
     model: ModelArg = None,
     host: HostOpt = None,
@@ -184,9 +248,19 @@ def load(
         typer.Option(
             "--confirm",
             metavar="SECONDS",
-            help="Roll back unless confirmed within SECONDS (nftfwd confirm).",
+            min=1,
+            max=3600,
+            help="Roll back unless confirmed within SECONDS, 1 to 3600 (nftfwd confirm).",
         ),
     ] = None,
+    detach: Annotated[
+        bool,
+        typer.Option(
+            "--detach",
+            help="With --confirm: return once the rules are live; a guard process "
+            "rolls them back unless `nftfwd confirm` runs in time.",
+        ),
+    ] = False,
     enable_forwarding: Annotated[
         bool,
         typer.Option(
@@ -195,13 +269,21 @@ def load(
         ),
     ] = False,
 ) -> None:
-    """Show the diff, then apply it as one kernel transaction: all of it or none of it."""
+    """Show the diff, then apply it as one kernel transaction: all of it or none of it.
+
+    Exit codes: 0 applied or nothing to change, 1 declined or --dry-run with changes,
+    2 error (the host is unchanged), 3 rolled back (--confirm: not confirmed in time,
+    interrupted, or an error after the transaction).
+    """
     from nftfwd.kernel.load import LoadOptions
     from nftfwd.kernel.load import load as run_load
 
     del atomic  # every load is one transaction; the flag says so on the command line
-    if confirm is not None and confirm < 1:
-        _fail("--confirm needs a number of seconds of at least 1.")
+    if detach and confirm is None:
+        _fail(
+            "--detach needs --confirm SECONDS: the guard it leaves behind rolls back "
+            "unconfirmed rules."
+        )
     loaded, chosen, table = _compiled(model, host)
     if enable_forwarding and not dry_run:
         from nftfwd.kernel.forwarding import enable_forwarding as turn_on
@@ -215,6 +297,7 @@ def load(
         yes=yes,
         dry_run=dry_run,
         confirm_seconds=confirm,
+        detach=detach,
         color=_color(sys.stdout),
         interactive=sys.stdin.isatty(),
     )
@@ -225,7 +308,8 @@ def load(
 
 
 def _warn_findings(chosen: Host, table: str) -> None:
-    """What on this host would still defeat the rules just loaded (doctor's findings)."""
+    """What on this host would still defeat the rules just loaded: doctor's errors and
+    warnings (its notes are for doctor itself)."""
     from nftfwd.doctor.run import format_findings
     from nftfwd.kernel.hoststate import examine
 
@@ -237,43 +321,82 @@ def _warn_findings(chosen: Host, table: str) -> None:
             file=sys.stderr,
         )
         return
+    findings = [f for f in findings if f.severity != "note"]
     if findings:
         print("warning: the rules are loaded, but on this host:", file=sys.stderr)
         sys.stderr.write(format_findings(findings, _color(sys.stderr)))
 
 
-@app.command()
+@app.command(short_help="Find what on this host stops a forward, and print the fix.")
 def doctor(
     model: ModelArg = None,
     host: HostOpt = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Fail (exit 1) on warnings too, not only on errors.")
+    ] = False,
+    output_format: Annotated[
+        ReportFormat,
+        typer.Option(
+            "--format",
+            metavar="FORMAT",
+            help="text, or json (one document, for monitoring and CI).",
+        ),
+    ] = ReportFormat.text,
     nftables_conf: Annotated[
-        Path,
+        Path | None,
         typer.Option(
             "--nftables-conf",
             metavar="PATH",
-            help="The file nftables.service loads at boot, checked for `flush ruleset`.",
+            help="The file nftables.service loads, checked for `flush ruleset` "
+            "[default: DIR/etc/nftables.conf, DIR of --root].",
+            show_default=False,
         ),
-    ] = Path("/etc/nftables.conf"),
+    ] = None,
+    root: Annotated[
+        Path,
+        typer.Option(
+            "--root",
+            metavar="DIR",
+            help="Read the systemd units (and nftables.conf) under this tree instead of /.",
+        ),
+    ] = Path("/"),
 ) -> None:
-    """Why a forward would not work on this host, and the fix (exit 0 healthy, 1 findings)."""
+    """Find what on this host stops a forward, and print the fix.
+
+    Each finding has a severity: error (a forward fails now, or after the next boot),
+    warning (a risk that depends on what an admin does later) or note.
+
+    Exit codes: 0 no errors (warnings and notes are printed), 1 errors (with --strict:
+    errors or warnings), 2 nftfwd could not check (bad model, not root).
+    """
     from nftfwd.config import load_model, model_path, select_host
-    from nftfwd.doctor.run import exit_code, format_findings
+    from nftfwd.doctor.run import exit_code
     from nftfwd.kernel.hoststate import examine
 
     loaded = load_model(model_path(model))
     chosen = select_host(loaded, host)
-    findings = examine(chosen, loaded.table, nftables_conf=str(nftables_conf))
-    sys.stdout.write(format_findings(findings, _color(sys.stdout)))
-    raise typer.Exit(exit_code(findings))
+    conf = str(nftables_conf) if nftables_conf is not None else None
+    findings = examine(chosen, loaded.table, nftables_conf=conf, boot_root=str(root))
+    if output_format is ReportFormat.json:
+        from nftfwd.doctor.json_report import format_json
+
+        sys.stdout.write(format_json(chosen.name, loaded.table, findings, strict=strict))
+    else:
+        from nftfwd.doctor.run import format_findings
+
+        sys.stdout.write(format_findings(findings, _color(sys.stdout)))
+    raise typer.Exit(exit_code(findings, strict=strict))
 
 
-@app.command("confirm")
+@app.command("confirm", short_help="Keep the rules of a pending `load --confirm`.")
 def confirm_command() -> None:
-    """Keep the rules of a pending `load --confirm`."""
+    """Keep the rules of a pending `load --confirm`.
+
+    Exit codes: 0 kept, 2 nothing is pending, or an error.
+    """
     from nftfwd.kernel.load import confirm_pending
 
-    confirm_pending()
-    print("confirmed: the new rules stay.")
+    print(confirm_pending())
 
 
 def _self_path() -> str:
@@ -287,17 +410,23 @@ def _self_path() -> str:
 
 
 RootOpt = Annotated[
-    Path, typer.Option("--root", help="Write into this tree instead of / (staging, tests).")
+    Path,
+    typer.Option(
+        "--root", metavar="DIR", help="Write into this tree instead of / (staging, tests)."
+    ),
 ]
 
 
-@app.command()
+@app.command(short_help="Load the model at every boot: systemd unit and libvirt hook.")
 def install(
     model: ModelArg = None,
     root: RootOpt = Path("/"),
     force: Annotated[bool, typer.Option("--force", help="Replace a different model.")] = False,
 ) -> None:
-    """Boot persistence: the systemd unit, the model in /etc/nftfwd, the libvirt hook."""
+    """Boot persistence: the systemd unit, the model in /etc/nftfwd, the libvirt hook.
+
+    Exit codes: 0 done, 2 error.
+    """
     from nftfwd.config import load_model, model_path
     from nftfwd.install import apply_install, install_plan
 
@@ -321,25 +450,28 @@ def install(
         print("enabled nftfwd.service; it loads the model now and at every boot.")
 
 
-@app.command()
+@app.command(short_help="Remove the unit, the hook and nftfwd's table; nothing else.")
 def uninstall(
     root: RootOpt = Path("/"),
     purge: Annotated[bool, typer.Option("--purge", help="Remove the model too.")] = False,
 ) -> None:
-    """Remove the unit, the hook and nftfwd's table; nothing else."""
+    """Remove the unit, the hook and nftfwd's table; nothing else.
+
+    Exit codes: 0 done, 2 error.
+    """
     from nftfwd.install import MODEL
     from nftfwd.install import uninstall as remove_files
 
-    table = "nftfwd"
-    if (root / MODEL).exists():
-        from nftfwd.config import load_model
-
-        table = load_model(root / MODEL).table
     if root == Path("/"):
         import contextlib
 
+        from nftfwd.kernel.state import installed_table
         from nftfwd.kernel.system import delete_table, systemctl
 
+        # Only the table's name is needed: a broken model does not stop an uninstall.
+        table, note = installed_table(root / MODEL, use_state=True)
+        if note:
+            print(note, file=sys.stderr)
         with contextlib.suppress(NftfwdError):  # not installed, or not a systemd host
             systemctl("disable", "--now", "nftfwd.service")
         delete_table("inet", table)
@@ -353,12 +485,20 @@ def uninstall(
             systemctl("daemon-reload")
 
 
-@libvirt_app.command("import")
+@libvirt_app.command("import", short_help="Print a model skeleton from libvirt network XML.")
 def libvirt_import(
-    xml: Annotated[list[Path], typer.Argument(help="Network XML files (virsh net-dumpxml).")],
-    uplink: Annotated[str, typer.Option(help="The uplink to write into the skeleton.")] = "eth0",
+    xml: Annotated[
+        list[Path],
+        typer.Argument(metavar="XML...", help="Network XML files (virsh net-dumpxml)."),
+    ],
+    uplink: Annotated[
+        str, typer.Option(metavar="UPLINK", help="The uplink to write into the skeleton.")
+    ] = "eth0",
 ) -> None:
-    """Print a model skeleton from libvirt network XML: bridges, subnets, static hosts."""
+    """Print a model skeleton from libvirt network XML: bridges, subnets, static hosts.
+
+    Exit codes: 0 printed, 2 error.
+    """
     import socket
 
     from nftfwd.libvirt import import_networks
@@ -372,7 +512,8 @@ def libvirt_import(
     sys.stdout.write(import_networks(texts, host_name=socket.gethostname(), uplink=uplink))
 
 
-@libvirt_app.command("hook", context_settings={"ignore_unknown_options": True})
+# libvirt runs this, people do not: hidden from the list of commands.
+@libvirt_app.command("hook", hidden=True, context_settings={"ignore_unknown_options": True})
 def libvirt_hook(args: Annotated[list[str] | None, typer.Argument()] = None) -> None:
     """Entry point of /etc/libvirt/hooks/network: reload nftfwd when libvirt starts or
     updates a network. Never calls back into libvirt; always exits 0."""
@@ -387,9 +528,12 @@ def libvirt_hook(args: Annotated[list[str] | None, typer.Argument()] = None) -> 
     reload_for_libvirt(list(args or []))
 
 
-@app.command()
+@app.command(short_help="Print the JSON Schema of the model file, for editors.")
 def schema() -> None:
-    """Print the JSON Schema of the model file (for editors' completion)."""
+    """Print the JSON Schema of the model file (for editors' completion).
+
+    Exit codes: 0 printed.
+    """
     from nftfwd.schema import schema_text
 
     sys.stdout.write(schema_text())

@@ -1,5 +1,5 @@
-"""How a plan is shown: plain stable text for scripts, colour for a terminal, Markdown for
-a pull request."""
+"""How a plan is shown: plain stable text for scripts, colour for a terminal (Markdown
+for a pull request: markdown.py; JSON: plan_json.py)."""
 
 from __future__ import annotations
 
@@ -32,25 +32,27 @@ class HostDiff:
         return bool(self.forwards or self.rules or self.elements)
 
 
-def _ports(first: int, last: int) -> str:
+def port_text(first: int, last: int) -> str:
+    """A port, or a range of them, as the model writes it."""
     return str(first) if first == last else f"{first}-{last}"
 
 
-def _target(target: Target, last_port: int, names: Mapping[str, str]) -> str:
+def _target(target: Target, change: ForwardChange, names: Mapping[str, str]) -> str:
     name = names.get(target.address)
-    return f"{name + ' ' if name else ''}{target.address} port {_ports(target.port, last_port)}"
+    port = port_text(*change.guest_ports(target))
+    return f"{name + ' ' if name else ''}{target.address} port {port}"
 
 
 def describe(change: ForwardChange, names: Mapping[str, str]) -> str:
     key = change.key
     where = f"any {FAMILY[key.family]} host address" if key.listen == "any" else key.listen
-    text = f"{key.proto} {_ports(key.port, change.last_port)} on {where}"
+    text = f"{key.proto} {port_text(key.port, change.last_port)} on {where}"
     if key.source != "any":
         text += f" from {key.source}"
     if change.new is not None:
-        text += f" -> {_target(change.new, change.new_port(change.last_port), names)}"
+        text += f" -> {_target(change.new, change, names)}"
     if change.old is not None:
-        old = _target(change.old, change.old_port(change.last_port), names)
+        old = _target(change.old, change, names)
         text += f" (was {old})" if change.new is not None else f" -> {old}"
     return text
 
@@ -98,36 +100,6 @@ def element_lines(changes: list[ElementChange]) -> list[str]:
             added = sum(1 for c in owned if c.change == "+")
             lines.append(f"  ... {owner}: {added} added and {len(owned) - added} removed in all")
     return lines
-
-
-def format_markdown(diffs: list[HostDiff]) -> str:
-    out = ["## nftfwd: what this change does to the firewall", ""]
-    for diff in diffs:
-        out.append(f"### host `{diff.host}` (table `inet {diff.table}`)")
-        out.append("")
-        if not diff.changed:
-            out += ["No change.", ""]
-            continue
-        if diff.forwards:
-            out += ["| | forward |", "|---|---|"]
-            word = {"+": "added", "-": "removed", "~": "changed"}
-            out += [
-                f"| {word[c.change]} | {describe(c, diff.guest_names)} |" for c in diff.forwards
-            ]
-            out.append("")
-        if diff.rules or diff.elements:
-            out += [
-                "<details><summary>rules diff</summary>",
-                "",
-                "```diff",
-                *diff.rules,
-                *(line.strip() for line in element_lines(diff.elements)),
-                "```",
-                "",
-                "</details>",
-                "",
-            ]
-    return "\n".join(out) + "\n"
 
 
 def guest_names(*hosts: Host | None) -> dict[str, str]:

@@ -14,7 +14,9 @@ The unit's choices:
 - `PartOf=nftables.service`: stopping or restarting nftables.service (which flushes
   every table, nftfwd's included) stops or restarts nftfwd too, so its table comes back.
   PartOf does not pass on a plain start, so the unit is also `WantedBy=nftables.service`:
-  `systemctl start nftables` after a stop brings nftfwd back as well.
+  `systemctl start nftables` after a stop brings nftfwd back as well. Nor does it pass
+  on a reload, which runs `nft -f /etc/nftables.conf` (and so `flush ruleset`) again:
+  `ReloadPropagatedFrom=nftables.service` reloads nftfwd after it.
 - `ExecStop` deletes nftfwd's table, and only it: `systemctl stop nftfwd` then means
   "forwards off", and an inactive unit never leaves forwards behind that `systemctl
   status` hides. It runs nft directly, as `add table; delete table` in one
@@ -83,6 +85,8 @@ def install_plan(
     is written here: pass the plan to `apply_install`.
     """
     _check_command(nftfwd_bin)
+    if root.exists() and not root.is_dir():
+        raise NftfwdError(f"--root {root}: not a directory; give the directory to install into.")
     if not _TABLE.fullmatch(table):
         raise NftfwdError(f"{table!r} is not a valid nftfwd table name.")
     plan = [
@@ -115,7 +119,10 @@ def apply_install(plan: list[PlannedFile]) -> list[Path]:
             same = False
         if same:
             continue
-        write_atomically(planned.path, data, planned.mode)
+        try:
+            write_atomically(planned.path, data, planned.mode)
+        except OSError as err:
+            raise NftfwdError(f"cannot write {planned.path} ({err.strerror}).") from None
         changed.append(planned.path)
     return changed
 
@@ -162,6 +169,7 @@ def unit_text(*, nftfwd_bin: str, table: str) -> str:
         "Wants=network-online.target\n"
         "After=network-online.target nftables.service libvirtd.service virtnetworkd.service\n"
         "PartOf=nftables.service\n"
+        "ReloadPropagatedFrom=nftables.service\n"
         "\n"
         "[Service]\n"
         "Type=oneshot\n"

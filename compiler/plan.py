@@ -56,6 +56,11 @@ class ForwardChange:
         assert self.new is not None
         return self.new.port + (host_port - self.key.port) * self.new_step
 
+    def guest_ports(self, target: Target) -> tuple[int, int]:
+        """First and last guest port of `target` (this change's old or new) along the run."""
+        step = self.old_step if target is self.old else self.new_step
+        return target.port, target.port + (self.last_port - self.key.port) * step
+
 
 def forwards_of(json_objects: Iterable[Any], table: str) -> dict[ForwardKey, Target]:
     """Forward entries, one per host port, from a table's maps and its `sources` chains,

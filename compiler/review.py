@@ -1,25 +1,44 @@
-"""`nftfwd diff --from OLD`: two models compared without the kernel, for review in CI."""
+"""`nftfwd diff --from OLD`: two models compared without the kernel, for review in CI.
+
+Compared as a load compares the host (nftfwd.kernel.live): the rules outside the sets
+and maps as text, the elements of the sets and maps as data, and the forwards.
+"""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
-from nftfwd.plan import ForwardKey, Target, compare, forwards_of, rules_diff
+from nftfwd.plan import (
+    ForwardKey,
+    Target,
+    compare,
+    compare_elements,
+    elements_of,
+    forwards_of,
+    rules_diff,
+)
 from nftfwd.render_json import batch
 from nftfwd.render_nft import render_nft
+
+Side = tuple[str, dict[ForwardKey, Target], dict[str, frozenset[str]]]
 
 
 def _find(model: Model, name: str) -> Host | None:
     return next((h for h in model.hosts if h.name == name), None)
 
 
-def _side(model: Model, host: Host | None) -> tuple[str, dict[ForwardKey, Target]]:
-    """One side of the comparison: its rules as nft text and its forwards."""
+def _side(model: Model, host: Host | None) -> Side:
+    """One side of the comparison: its rules (without elements) as nft text, its
+    forwards, and the elements of its sets and maps."""
     if host is None:
-        return "", {}
+        return "", {}, {}
     table = lower_host(model.table, host)
-    return render_nft(table), forwards_of(batch(table)["nftables"], model.table)
+    commands = batch(table)["nftables"]
+    bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
+    return render_nft(bare), forwards_of(commands, model.table), elements_of(commands, model.table)
 
 
 def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]:
@@ -29,8 +48,8 @@ def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]
     diffs = []
     for name in names:
         before, after = _find(old, name), _find(new, name)
-        old_text, old_fwd = _side(old, before)
-        new_text, new_fwd = _side(new, after)
+        old_text, old_fwd, old_elements = _side(old, before)
+        new_text, new_fwd, new_elements = _side(new, after)
         diffs.append(
             HostDiff(
                 host=name,
@@ -40,6 +59,7 @@ def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]
                     old_text, new_text, f"{old.source} ({name})", f"{new.source} ({name})"
                 ),
                 guest_names=guest_names(before, after),
+                elements=compare_elements(old_elements, new_elements),
             )
         )
     return diffs

@@ -114,10 +114,20 @@ def test_a_range_onto_one_port_builds_and_diffs_as_one_range(tmp_path: Path) -> 
         assert f"tcp . {port} : 9100" in built.stdout
     changed = run_cli("diff", "--from", str(old), str(new))
     assert changed.code == 1
-    assert changed.stdout.splitlines()[1:5] == [
+    assert changed.stdout.splitlines()[1:4] == [
         "forwards:",
         "  ~ tcp 7101-7102 on any IPv4 host address -> web 192.168.122.10 port 9100"
         " (was web 192.168.122.10 port 9101-9102)",
         "  + udp 7200-7203 on any IPv4 host address -> web 192.168.122.10 port 9200",
-        "rules:",
     ], changed.stdout
+    markdown = run_cli("diff", "--from", str(old), str(new), "--format", "markdown")
+    assert "| added | udp 7200-7203 on any IPv4 host address -> web 192.168.122.10 port 9200 |" in (
+        markdown.stdout
+    )
+    document = json.loads(run_cli("diff", "--from", str(old), str(new), "--format", "json").stdout)
+    (moved,) = document["hosts"][0]["forwards"]["changed"]
+    assert (moved["host_port"], moved["old"]["guest_port"], moved["new"]["guest_port"]) == (
+        {"first": 7101, "last": 7102},
+        {"first": 9101, "last": 9102},
+        {"first": 9100, "last": 9100},
+    )

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from nftfwd.doctor.boot import BootUnits, check_nftables_conf, unit_setting
 from nftfwd.doctor.findings import Finding
 from nftfwd.doctor.hostchecks import (
     HostState,
@@ -22,12 +23,13 @@ from nftfwd.doctor.hostchecks import (
     check_hairpin,
     check_host,
     check_listeners,
-    check_nftables_conf,
     check_rp_filter,
 )
 from nftfwd.doctor.run import diagnose
+from nftfwd.install import apply_install, install_plan, unit_text
 from nftfwd.kernel.hoststate import (
     ProbeError,
+    read_boot_units,
     read_links,
     read_listeners,
     read_live_ruleset,
@@ -292,8 +294,9 @@ def test_local_listener_on_a_forwarded_port(
 def test_flush_ruleset_in_nftables_conf_and_its_fix_runs(root: Path) -> None:
     path = root / "etc/nftables.conf"
     (f,) = check_nftables_conf(str(path), path.read_text())
-    assert (f.id, f.subject) == ("flush-ruleset-on-boot", str(path))
-    sed, check = commands(f)
+    assert (f.id, f.subject, f.severity) == ("flush-ruleset-on-boot", str(path), "warning")
+    install, sed, check = commands(f)
+    assert install == "nftfwd install"
     subprocess.run(["sh", "-c", sed], check=True)
     text = path.read_text()
     assert "flush ruleset" not in text
@@ -310,6 +313,75 @@ def test_flush_ruleset_in_nftables_conf_and_its_fix_runs(root: Path) -> None:
 )
 def test_no_flush_no_finding(text: str | None) -> None:
     assert check_nftables_conf("/etc/nftables.conf", text) == []
+
+
+# --- what brings nftfwd's table back after the flush ---------------------------------------
+
+INSTALLED = unit_text(nftfwd_bin="/usr/bin/nftfwd", table="nftfwd")
+OLD_UNIT = INSTALLED.replace("ReloadPropagatedFrom=nftables.service\n", "")
+
+
+@pytest.mark.parametrize(
+    ("boot", "severity", "says"),
+    [
+        # stock Debian 12 and 13: nftables.service is installed but not enabled
+        (BootUnits(), "warning", "nftables.service is not enabled"),
+        (BootUnits(nftables_enabled=True), "error", "after the next boot"),
+        (BootUnits(True, INSTALLED, False), "error", "no enabled nftfwd unit"),
+        (BootUnits(True, OLD_UNIT, True), "warning", "older installs lack the second"),
+        (BootUnits(False, INSTALLED, False), "warning", "nftfwd.service is not enabled"),
+        (BootUnits(True, INSTALLED, True), "note", "`systemctl reload nftfwd`"),
+        (BootUnits(False, INSTALLED, True), "note", "ReloadPropagatedFrom"),
+    ],
+)
+def test_flush_weighs_what_brings_nftfwds_table_back(
+    boot: BootUnits, severity: str, says: str
+) -> None:
+    (f,) = check_nftables_conf("/etc/nftables.conf", DEBIAN_CONF, boot)
+    assert (f.id, f.severity) == ("flush-ruleset-on-boot", severity)
+    assert says in f.message, f.message
+    assert ("nftfwd install" in commands(f)) == (severity != "note")
+
+
+def test_unit_settings_add_up_and_an_empty_one_resets() -> None:
+    text = "[Unit]\nPartOf=a.service\nPartOf=b.service c.service\n[Service]\nPartOf=x\n"
+    assert unit_setting(text, "Unit", "PartOf") == ["a.service", "b.service", "c.service"]
+    drop_in = text + "\n[Unit]\nPartOf=\n"
+    assert unit_setting(drop_in, "Unit", "PartOf") == []
+    assert not BootUnits(True, OLD_UNIT + "[Unit]\nPartOf=\n", True).nftfwd_follows("PartOf")
+
+
+def test_boot_units_read_from_a_tree_nftfwd_install_wrote(tmp_path: Path) -> None:
+    assert read_boot_units(str(tmp_path)) == BootUnits()  # stock Debian: nothing enabled
+    model = tmp_path / "model.yaml"
+    model.write_text("version: 1\nhosts:\n  kvm1:\n    uplinks: [eth0]\n")
+    plan = install_plan(root=tmp_path, model_path=model, nftfwd_bin="/usr/bin/nftfwd",
+                        table="nftfwd", libvirt_hook=False)  # fmt: skip
+    apply_install(plan)
+    wants = tmp_path / "etc/systemd/system/sysinit.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "nftables.service").symlink_to("/lib/systemd/system/nftables.service")
+    found = read_boot_units(str(tmp_path))
+    assert (found.nftables_enabled, found.nftfwd_unit, found.nftfwd_enabled) == (
+        True, INSTALLED, False)  # fmt: skip
+    assert found.nftfwd_follows("PartOf") and found.nftfwd_follows("ReloadPropagatedFrom")
+    # `systemctl enable nftfwd` links it where its [Install] says
+    (tmp_path / "etc/systemd/system/multi-user.target.wants").mkdir()
+    (tmp_path / "etc/systemd/system/multi-user.target.wants/nftfwd.service").symlink_to(
+        "/etc/systemd/system/nftfwd.service"
+    )
+    assert read_boot_units(str(tmp_path)).nftfwd_enabled
+    # a drop-in is read after the unit; a masked nftables.service is not enabled
+    write(tmp_path, "etc/systemd/system/nftfwd.service.d/local.conf", "[Unit]\nPartOf=\n")
+    (tmp_path / "etc/systemd/system/nftables.service").symlink_to("/dev/null")
+    found = read_boot_units(str(tmp_path))
+    assert not found.nftables_enabled and not found.nftfwd_follows("PartOf")
+
+
+def test_a_packaged_unit_is_found_where_systemd_looks(tmp_path: Path) -> None:
+    write(tmp_path, "usr/lib/systemd/system/nftfwd.service", INSTALLED)
+    write(tmp_path, "lib/systemd/system/nftfwd.service", "[Unit]\n")
+    assert read_boot_units(str(tmp_path)).nftfwd_unit == INSTALLED
 
 
 # --- together ------------------------------------------------------------------------------
@@ -331,6 +403,19 @@ def test_check_host_reports_everything_in_a_stable_order(root: Path) -> None:
         ("rp-filter-strict", "uplink eno2"),
         ("flush-ruleset-on-boot", str(root / "etc/nftables.conf")),
     ]
+    # each weighed: a forward fails now (error), or a risk that waits for an admin (warning)
+    assert {f.id: f.severity for f in found} == {
+        "ipv4-forwarding-off": "error",
+        "uplink-missing": "error",
+        "bridge-missing": "error",
+        "link-down": "error",
+        "local-listener": "warning",  # the forward works; the local service is shadowed
+        "neighbour-elsewhere": "error",
+        "guest-absent": "error",
+        "hairpin-mode-off": "error",
+        "rp-filter-strict": "error",
+        "flush-ruleset-on-boot": "warning",  # nftables.service is not enabled there
+    }
     by_id = {f.id: f for f in found}
     assert commands(by_id["bridge-missing"]) == [
         "virsh net-start isolated",

@@ -20,6 +20,7 @@ tests/data/doctor/make_fixtures.sh loads too.
 from __future__ import annotations
 
 import contextlib
+import json
 import subprocess
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ import pytest
 from conftest import SCENARIOS
 from e2e import Probe, expect_failures, expect_reached, load, nftfwd, read_model, tcp
 from harness import Topology
+from jsonschema import Draft202012Validator
 
 MODEL = SCENARIOS / "seed004-ssh-2222.yaml"
 HOST = "localhost"
@@ -92,8 +94,9 @@ def parse(stdout: str) -> list[Reported]:
     return found
 
 
-def doctor(topo: Topology, conf: Path) -> subprocess.CompletedProcess[str]:
-    done = nftfwd(topo, "doctor", str(MODEL), "--host", HOST, "--nftables-conf", str(conf))
+def doctor(topo: Topology, conf: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    done = nftfwd(topo, "doctor", str(MODEL), "--host", HOST, "--nftables-conf", str(conf),
+                  *extra)  # fmt: skip
     assert done.returncode in (0, 1), f"doctor exited {done.returncode}: {done.stderr}"
     return done
 
@@ -266,8 +269,86 @@ def test_healthy_host_has_no_findings(conf: Path, tmp_path: Path) -> None:
         # the file nftables.service loads is read from --nftables-conf
         flushing = tmp_path / "flushing.conf"
         flushing.write_text("flush ruleset\n" + NO_FLUSH)
-        found = parse(doctor(topo, flushing).stdout)
+        found = parse(doctor(topo, flushing, "--root", str(tmp_path)).stdout)
         assert [(f.id, f.subject) for f in found] == [("flush-ruleset-on-boot", str(flushing))]
+
+
+# --- a stock Debian 12 or 13 host: what its /etc/nftables.conf weighs -------------------------
+
+STOCK_CONF = Path(__file__).parent / "data" / "doctor" / "debian-nftables.conf"
+DOCTOR_SCHEMA = Path(__file__).parent.parent / "schemas" / "doctor.schema.json"
+
+
+def stock_debian(root: Path) -> Path:
+    """A tree as Debian 12 and 13 leave it after `apt-get install nftables`: its
+    /etc/nftables.conf (`flush ruleset` first), nftables.service installed, not enabled."""
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/nftables.conf").write_text(STOCK_CONF.read_text())
+    (root / "lib/systemd/system").mkdir(parents=True)
+    (root / "lib/systemd/system/nftables.service").write_text(
+        "[Unit]\nDescription=nftables\n[Service]\nType=oneshot\n"
+        "ExecStart=/usr/sbin/nft -f /etc/nftables.conf\n"
+        "ExecReload=/usr/sbin/nft -f /etc/nftables.conf\n"
+        "[Install]\nWantedBy=sysinit.target\n"
+    )
+    return root
+
+
+def enable(root: Path, unit: str, target: str) -> None:
+    """What `systemctl enable` leaves: a link in TARGET.wants (its target need not exist)."""
+    wants = root / f"etc/systemd/system/{target}.wants"
+    wants.mkdir(parents=True, exist_ok=True)
+    (wants / unit).symlink_to(f"/etc/systemd/system/{unit}")
+
+
+def doctor_at(topo: Topology, root: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """doctor reading the systemd units and /etc/nftables.conf of the tree at root."""
+    return nftfwd(topo, "doctor", str(MODEL), "--host", HOST, "--root", str(root), *extra)
+
+
+def json_findings(done: subprocess.CompletedProcess[str]) -> list[tuple[str, str]]:
+    document = json.loads(done.stdout)
+    Draft202012Validator(json.loads(DOCTOR_SCHEMA.read_text())).validate(document)
+    assert document["exit_code"] == done.returncode, done.stdout
+    return [(f["id"], f["severity"]) for f in document["findings"]]
+
+
+@pytest.mark.kernel
+def test_a_stock_debian_host_whose_forwards_work_exits_0(tmp_path: Path) -> None:
+    """The flush of Debian's nftables.conf is a warning while nftables.service is not
+    enabled (as Debian installs it); --strict fails on it; an error once nftables.service
+    is enabled with nothing to load nftfwd's table after it; a note once `nftfwd install`
+    put a unit in that follows nftables.service."""
+    root = stock_debian(tmp_path / "root")
+    conf = str(root / "etc/nftables.conf")
+    with seed004() as topo:
+        start(topo)
+        expect_reached(topo, [make(topo) for make in TRAFFIC.values()])
+
+        done = doctor_at(topo, root)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert [(f.id, f.subject) for f in parse(done.stdout)] == [("flush-ruleset-on-boot", conf)]
+        assert "\n  warning: " in done.stdout and "nftables.service is not enabled" in done.stdout
+        assert done.stdout.endswith("\n0 errors, 1 warning, 0 notes\n")
+        strict = doctor_at(topo, root, "--strict")
+        assert (strict.returncode, strict.stdout) == (1, done.stdout)
+        as_json = doctor_at(topo, root, "--format", "json")
+        assert as_json.returncode == 0 and json_findings(as_json) == [
+            ("flush-ruleset-on-boot", "warning")
+        ]
+        as_json = doctor_at(topo, root, "--format", "json", "--strict")
+        assert as_json.returncode == 1 and json.loads(as_json.stdout)["strict"] is True
+
+        enable(root, "nftables.service", "sysinit")  # the next boot flushes, nothing reloads
+        done = doctor_at(topo, root, "--format", "json")
+        assert done.returncode == 1 and json_findings(done) == [("flush-ruleset-on-boot", "error")]
+
+        installed = nftfwd(topo, "install", str(MODEL), "--root", str(root))
+        assert installed.returncode == 0, installed.stderr
+        enable(root, "nftfwd.service", "multi-user")
+        done = doctor_at(topo, root, "--strict")
+        assert done.returncode == 0, done.stdout
+        assert "\n  note: " in done.stdout and "ReloadPropagatedFrom=" in done.stdout
 
 
 @pytest.mark.kernel

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
 from pathlib import Path
@@ -136,6 +137,7 @@ def test_libvirt_nat_mode_without_forwards_is_reported_as_nat_network(
     bridge = replace(host.bridges[0], guests=())
     found = analyse(name, replace(host, bridges=(bridge,)))
     assert ids(found) == [("libvirt-nat-network", subject)]
+    assert found[0].severity == "warning"  # no forward fails: its rejects would be errors
     assert "in NAT mode" in found[0].message
     assert "<forward mode='open'/>" in found[0].fix
 
@@ -299,6 +301,7 @@ def test_foreign_masquerade_only_matters_where_the_model_says_no_masquerade() ->
     assert ids(found) == [
         ("foreign-masquerade", "table inet incus, chain pstrt.incusbr0, rule 1 (handle 6)")
     ]
+    assert found[0].severity == "warning"  # the forwards work; outbound is not as modelled
 
 
 # --- reading the text listing -------------------------------------------------------------
@@ -404,6 +407,25 @@ def test_format_findings_is_plain_and_stable() -> None:
     assert text.splitlines()[0] == (
         "FINDING foreign-policy-drop: table inet filter, chain forward, policy drop"
     )
+    assert text.splitlines()[1].startswith("  error: The drop policy of base chain forward")
     assert text.splitlines()[2] == "  fix: " + ADMIN_FIX[0]
     assert text.splitlines()[3] == "       " + ADMIN_FIX[1]
+    assert text.splitlines()[-1] == "1 error, 0 warnings, 0 notes"
     assert "\033[" not in text and "\033[" in format_findings(found, color=True)
+
+
+def test_only_errors_fail_and_strict_fails_on_warnings_too() -> None:
+    (error,) = analyse("admin-policy-drop")
+    warning = replace(error, id="local-listener", severity="warning")
+    note = replace(error, id="flush-ruleset-on-boot", severity="note")
+    for found, plain, strict in [
+        ([], 0, 0),
+        ([note], 0, 0),
+        ([warning, note], 0, 1),
+        ([error, warning, note], 1, 1),
+    ]:
+        assert (exit_code(found), exit_code(found, strict=True)) == (plain, strict), found
+    text = format_findings([note, warning, error])
+    labels = re.findall(r"^  (error|warning|note): ", text, re.M)
+    assert labels == ["error", "warning", "note"]  # each labels its message, in ORDER
+    assert text.splitlines()[-1] == "1 error, 1 warning, 1 note"

@@ -35,6 +35,7 @@ Description=nftfwd port forwards (nftables table inet nftfwd)
 Wants=network-online.target
 After=network-online.target nftables.service libvirtd.service virtnetworkd.service
 PartOf=nftables.service
+ReloadPropagatedFrom=nftables.service
 
 [Service]
 Type=oneshot

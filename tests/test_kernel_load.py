@@ -3,79 +3,22 @@
 from __future__ import annotations
 
 import fcntl
-import itertools
-import os
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-
-REPO = Path(__file__).resolve().parent.parent
-HOMELAB = REPO / "examples" / "homelab.yaml"
-NFTFWD = str(Path(sys.executable).parent / "nftfwd")
-_counter = itertools.count()
+from kernel_ns import HOMELAB, Namespace, changed_model, namespace
 
 pytestmark = pytest.mark.kernel
 
 
-@dataclass
-class Namespace:
-    name: str
-    state: Path
-
-    def nftfwd(self, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.name, NFTFWD, *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-        )
-
-    def popen(self, *args: str) -> subprocess.Popen[str]:
-        return subprocess.Popen(
-            ["ip", "netns", "exec", self.name, NFTFWD, *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            env=self.env(),
-            stdin=subprocess.DEVNULL,
-        )
-
-    def env(self) -> dict[str, str]:
-        return {**os.environ, "NFTFWD_STATE_DIR": str(self.state), "NO_COLOR": "1"}
-
-    def nft(self, *args: str) -> str:
-        return subprocess.run(
-            ["ip", "netns", "exec", self.name, "nft", *args],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-
-    def ruleset(self) -> str:
-        return self.nft("list", "ruleset")
-
-
 @pytest.fixture
 def ns(tmp_path: Path) -> Iterator[Namespace]:
-    name = f"nffload-{os.getpid()}-{next(_counter)}"
-    subprocess.run(["ip", "netns", "add", name], check=True)
-    try:
-        yield Namespace(name, tmp_path / "state")
-    finally:
-        subprocess.run(["ip", "netns", "del", name], check=False)
-
-
-def _changed_model(tmp_path: Path) -> Path:
-    path = tmp_path / "changed.yaml"
-    path.write_text(HOMELAB.read_text().replace("{port: 8080, to: 80}", "{port: 8081, to: 80}"))
-    return path
+    with namespace(tmp_path, "nffload") as made:
+        yield made
 
 
 def test_load_then_diff_is_empty_and_a_second_load_changes_nothing(ns: Namespace) -> None:
@@ -93,7 +36,7 @@ def test_the_kept_files_restore_the_last_good_and_the_previous_table(
 ) -> None:
     assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
     first = ns.ruleset()
-    changed = _changed_model(tmp_path)
+    changed = changed_model(tmp_path)
     assert ns.nftfwd("load", str(changed), "--atomic", "--yes").returncode == 0
     second = ns.ruleset()
     assert second != first
@@ -109,7 +52,7 @@ def test_the_kept_files_restore_the_last_good_and_the_previous_table(
 def test_dry_run_shows_the_change_and_changes_nothing(ns: Namespace, tmp_path: Path) -> None:
     assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
     before = ns.ruleset()
-    dry = ns.nftfwd("load", str(_changed_model(tmp_path)), "--atomic", "--dry-run")
+    dry = ns.nftfwd("load", str(changed_model(tmp_path)), "--atomic", "--dry-run")
     assert dry.returncode == 1
     assert "+ tcp 8081 on any IPv4 host address -> web 192.168.122.10 port 80" in dry.stdout
     assert ns.ruleset() == before
@@ -118,7 +61,7 @@ def test_dry_run_shows_the_change_and_changes_nothing(ns: Namespace, tmp_path: P
 def test_unconfirmed_load_rolls_back(ns: Namespace, tmp_path: Path) -> None:
     assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
     before = ns.ruleset()
-    result = ns.nftfwd("load", str(_changed_model(tmp_path)), "--atomic", "--yes", "--confirm", "1")
+    result = ns.nftfwd("load", str(changed_model(tmp_path)), "--atomic", "--yes", "--confirm", "1")
     assert result.returncode == 3
     assert "not confirmed within 1 s: rolled back" in result.stderr
     assert ns.ruleset() == before
@@ -126,7 +69,7 @@ def test_unconfirmed_load_rolls_back(ns: Namespace, tmp_path: Path) -> None:
 
 def test_confirmed_load_keeps_the_new_rules(ns: Namespace, tmp_path: Path) -> None:
     assert ns.nftfwd("load", str(HOMELAB), "--atomic", "--yes").returncode == 0
-    changed = _changed_model(tmp_path)
+    changed = changed_model(tmp_path)
     pending = ns.popen("load", str(changed), "--atomic", "--yes", "--confirm", "20")
     deadline = time.monotonic() + 10
     while not (ns.state / "pending-confirm.json").exists() and time.monotonic() < deadline:
@@ -189,7 +132,7 @@ def test_a_refused_transaction_leaves_the_host_as_it_was(ns: Namespace, tmp_path
             sys.executable,
             "-c",
             REFUSED_LOAD,
-            str(_changed_model(tmp_path)),
+            str(changed_model(tmp_path)),
         ],
         capture_output=True,
         text=True,

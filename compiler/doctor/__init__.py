@@ -11,9 +11,11 @@ judge.py     one table's matches judged against one flow (three-valued, tri.py)
 shape.py     flows as one table can tell them apart (alike flows are walked once)
 walk.py      a flow through a base chain and its jumps
 ruleset.py   what the walks reach, as findings (analyse_ruleset)
-hostchecks.py  sysctls, links, neighbours, listeners, nftables.conf (check_host)
+hostchecks.py  sysctls, links, neighbours, listeners (check_host)
+boot.py      `flush ruleset` in nftables.conf, weighed by what brings nftfwd's table back
 run.py       both together (diagnose), exit code and printing
-findings.py  the Finding type and how fixes are written
+json_report.py the findings as one JSON document (schemas/doctor.schema.json)
+findings.py  the Finding type, its severities, and how fixes are written
 """
 
 from nftfwd.doctor.findings import Finding

@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Literal
 
 from nftfwd.libvirt import open_mode_steps
+
+# error: a forward fails now, or will after the next boot; warning: a risk that depends
+# on what an admin does later; note: worth knowing, nothing fails. Only errors fail
+# doctor (exit 1); --strict fails on warnings too.
+Severity = Literal["error", "warning", "note"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "note")
 
 # Most fundamental first: a host without forwarding or without nftfwd's table fails
 # before anything else matters.
@@ -38,18 +45,20 @@ class Finding:
 
     id: stable kebab-case identifier; subject: where (a table, chain and rule, an
     interface, a file); message: one sentence, what fails and why; fix: the exact
-    commands or config change (several lines; lines starting with # explain).
+    commands or config change (several lines; lines starting with # explain);
+    severity: how much it weighs (see Severity), decided where the finding is made.
     """
 
     id: str
     subject: str
     message: str
     fix: str
+    severity: Severity
 
 
-def sort_key(finding: Finding) -> tuple[int, str, str, str, str]:
+def sort_key(finding: Finding) -> tuple[int, str, str, str, str, str]:
     rank = ORDER.index(finding.id) if finding.id in ORDER else len(ORDER)
-    return (rank, finding.id, finding.subject, finding.message, finding.fix)
+    return (rank, finding.id, finding.subject, finding.message, finding.fix, finding.severity)
 
 
 def sorted_findings(findings: Iterable[Finding]) -> list[Finding]:

@@ -1,13 +1,14 @@
 """What doctor concludes from the live host's state: sysctls, links, neighbours,
-listeners, /etc/nftables.conf. Pure: every check is a function of a HostState, which
-nftfwd.kernel.hoststate reads from the host (tests build one by hand or from fixtures)."""
+listeners, /etc/nftables.conf (boot.py). Pure: every check is a function of a HostState,
+which nftfwd.kernel.hoststate reads from the host (tests build one by hand or from
+fixtures)."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from nftfwd.doctor.boot import BootUnits, check_nftables_conf
 from nftfwd.doctor.findings import Finding, sorted_findings, sysctl_fix, sysctl_key
 from nftfwd.kernel.forwarding import SYSCTL_FILE
 from nftfwd.model import Bridge, Family, Forward, Guest, Host, IPAddress
@@ -63,6 +64,7 @@ class HostState:
     sysctls: Mapping[str, str | None] = field(default_factory=dict)  # net/ipv4/ip_forward -> 1
     nftables_conf: str = NFTABLES_CONF
     nftables_conf_text: str | None = None  # None: the file does not exist
+    boot: BootUnits = field(default_factory=BootUnits)  # nftables' and nftfwd's systemd units
 
     def sysctl(self, *parts: str) -> str | None:
         """A sysctl's value as read (None: absent, or not read)."""
@@ -77,8 +79,6 @@ def wanted_sysctls(host: Host) -> tuple[str, ...]:
     return tuple(keys)
 
 
-_FLUSH = re.compile(r"^\s*flush\s+ruleset\b")
-_TABLE = re.compile(r"^\s*table\s+(ip|ip6|inet|arp|bridge|netdev)\s+([A-Za-z][\w.-]*)", re.M)
 _NO_BRNF = "sysctl -w net.bridge.bridge-nf-call-iptables=0"
 
 
@@ -106,7 +106,7 @@ def check_forwarding(host: Host, state: HostState) -> list[Finding]:
             "nothing between uplinks and bridges: no forward, outbound or hairpin traffic passes."
         )
         fix = _forwarding_fix([("net.ipv4.ip_forward", "1")])
-        out.append(Finding("ipv4-forwarding-off", "net.ipv4.ip_forward", message, fix))
+        out.append(Finding("ipv4-forwarding-off", "net.ipv4.ip_forward", message, fix, "error"))
     value6 = state.sysctl("net", "ipv6", "conf", "all", "forwarding")
     if host.subnets_in("ip6") and value6 != "1":
         ra = [
@@ -121,7 +121,9 @@ def check_forwarding(host: Host, state: HostState) -> list[Finding]:
             f"between uplinks and bridges{keep}."
         )
         fix = _forwarding_fix([*ra, ("net.ipv6.conf.all.forwarding", "1")])
-        out.append(Finding("ipv6-forwarding-off", "net.ipv6.conf.all.forwarding", message, fix))
+        out.append(
+            Finding("ipv6-forwarding-off", "net.ipv6.conf.all.forwarding", message, fix, "error")
+        )
     return out
 
 
@@ -136,7 +138,7 @@ def check_links(
                 "traffic arriving on it and guests cannot leave through it."
             )
             fix = f"ip -br link\n# then correct hosts.{host.name}.uplinks in the model"
-            out.append(Finding("uplink-missing", f"uplink {name}", message, fix))
+            out.append(Finding("uplink-missing", f"uplink {name}", message, fix, "error"))
     for bridge in host.bridges:
         if bridge.name in links:
             continue
@@ -150,14 +152,13 @@ def check_links(
             f"Bridge {bridge.name} does not exist, so its guests get no traffic "
             "and their forwards fail."
         )
-        out.append(Finding("bridge-missing", f"bridge {bridge.name}", message, fix))
+        out.append(Finding("bridge-missing", f"bridge {bridge.name}", message, fix, "error"))
     for name in (*host.uplinks, *(b.name for b in host.bridges)):
         link = links.get(name)
         if link is not None and not link.up:
             message = f"Interface {name} is administratively down, so no traffic passes it."
-            out.append(
-                Finding("link-down", f"interface {name}", message, f"ip link set dev {name} up")
-            )
+            fix = f"ip link set dev {name} up"
+            out.append(Finding("link-down", f"interface {name}", message, fix, "error"))
     return out
 
 
@@ -188,7 +189,7 @@ def check_neighbours(host: Host, neighbours: Sequence[Neighbour]) -> list[Findin
                 f"# the route must say dev {bridge.name}: remove the address or route that puts "
                 f"{address} behind {elsewhere[0]}, or correct the guest's address in the model"
             )
-            out.append(Finding("neighbour-elsewhere", subject, message, fix))
+            out.append(Finding("neighbour-elsewhere", subject, message, fix, "error"))
         elif guest.forwards and here and all(UNANSWERED.intersection(n.states) for n in here):
             message = (
                 f"{address} (guest {guest.name}) does not answer on {bridge.name} "
@@ -200,7 +201,7 @@ def check_neighbours(host: Host, neighbours: Sequence[Neighbour]) -> list[Findin
                 f"ping -c 1 -W 1 {address}\nip neigh show dev {bridge.name}\n"
                 f"# start the guest, or correct {path} in the model"
             )
-            out.append(Finding("guest-absent", subject, message, fix))
+            out.append(Finding("guest-absent", subject, message, fix, "error"))
     return out
 
 
@@ -236,7 +237,7 @@ def check_hairpin(host: Host, state: HostState) -> list[Finding]:
                 f"# or keep bridged traffic out of netfilter: {_NO_BRNF}"
             )
             subject = f"bridge port {port} of {bridge.name} (guest {guest.name})"
-            out.append(Finding("hairpin-mode-off", subject, message, fix))
+            out.append(Finding("hairpin-mode-off", subject, message, fix, "error"))
     return out
 
 
@@ -262,7 +263,7 @@ def check_rp_filter(host: Host, state: HostState) -> list[Finding]:
         )
         key = sysctl_key("net", "ipv4", "conf", up, "rp_filter")
         fix = sysctl_fix([(key, "2")], "90-nftfwd-rp-filter.conf")
-        out.append(Finding("rp-filter-strict", f"uplink {up}", message, fix))
+        out.append(Finding("rp-filter-strict", f"uplink {up}", message, fix, "error"))
     return out
 
 
@@ -297,30 +298,13 @@ def check_listeners(host: Host, state: HostState) -> list[Finding]:
                         f"ss -Hlnp{flag} 'sport = :{lst.port}'\n# move that service to another "
                         "port (or bind it to 127.0.0.1), or give the forward another port"
                     )
-                    out.append(Finding("local-listener", where, message, fix))
+                    # nftfwd's forward works; what it shadows is the local service
+                    out.append(Finding("local-listener", where, message, fix, "warning"))
     return out
 
 
 def _show(addr: IPAddress) -> str:
     return f"[{addr}]" if addr.version == 6 else str(addr)
-
-
-def check_nftables_conf(path: str, text: str | None) -> list[Finding]:
-    if text is None or not any(_FLUSH.match(line.split("#")[0]) for line in text.splitlines()):
-        return []
-    flush = "^[[:space:]]*flush[[:space:]]\\+ruleset"
-    tables = list(dict.fromkeys(_TABLE.findall(text)))
-    if tables:
-        lines = "\\n".join(f"table {f} {n}\\ndelete table {f} {n}" for f, n in tables)
-        fix = f"sed -i 's/{flush}.*$/{lines}/' {path}\nnft -c -f {path}"
-        fix += "\n# each table the file defines is now replaced on its own; other tables stay"
-    else:
-        fix = f"sed -i 's/{flush}/# &/' {path}\nnft -c -f {path}"
-    message = (
-        f"{path} runs `flush ruleset`, so every start, restart or reload of nftables.service "
-        "deletes every table, nftfwd's, libvirt's and Docker's included."
-    )
-    return [Finding("flush-ruleset-on-boot", path, message, fix)]
 
 
 def check_host(host: Host, state: HostState) -> list[Finding]:
@@ -333,6 +317,6 @@ def check_host(host: Host, state: HostState) -> list[Finding]:
             *check_hairpin(host, state),
             *check_rp_filter(host, state),
             *check_listeners(host, state),
-            *check_nftables_conf(state.nftables_conf, state.nftables_conf_text),
+            *check_nftables_conf(state.nftables_conf, state.nftables_conf_text, state.boot),
         ]
     )

@@ -123,7 +123,7 @@ def _drop_finding(hit: Hit, rs: Ruleset, networks: Mapping[str, str]) -> Finding
     else:
         key = ident.get(hit.kind, "foreign-chain-drops")
     message = f"{hit.what()} ({via}{_where(hit.base)}) {verb} {hit.summary()}{why}."
-    return Finding(key, hit.subject, message, fix)
+    return Finding(key, hit.subject, message, fix, "error")
 
 
 def _forward_names(hit: Hit) -> str:
@@ -166,7 +166,7 @@ def _dnat_finding(hit: Hit, dstnat: int, owned: bool) -> Finding:
     else:
         fix = _delete_fix(chain, rule, owned) + "\n" + move
     message = f"Rule `{rule.text}` ({_where(hit.base)}) {verb} {_forward_names(hit)}; {order}."
-    return Finding("dnat-conflict", hit.subject, message, fix)
+    return Finding("dnat-conflict", hit.subject, message, fix, "error")
 
 
 def _masq_finding(hit: Hit, networks: Mapping[str, str], owned: bool) -> Finding:
@@ -181,8 +181,11 @@ def _masq_finding(hit: Hit, networks: Mapping[str, str], owned: bool) -> Finding
             f"{what}: the libvirt network on {bridge.name} is in NAT mode, whose own rules "
             "reject new connections into it and whose NAT would do nftfwd's."
         )
+        # reported only where libvirt's rejects hit no forward (those are errors of their
+        # own): the forwards work, but libvirt keeps a setup nftfwd does not support
         return Finding("libvirt-nat-network", hit.subject, message,
-                       libvirt_open_fix(bridge.name, networks.get(bridge.name)))  # fmt: skip
+                       libvirt_open_fix(bridge.name, networks.get(bridge.name)),
+                       "warning")  # fmt: skip
     message = f"{what}, although the model says masquerade: false for {bridge.name}."
     chain, rule = hit.chain, hit.rule
     if _iptables_made(hit.base):
@@ -191,7 +194,8 @@ def _masq_finding(hit: Hit, networks: Mapping[str, str], owned: bool) -> Finding
         fix += "\n# (better: change the configuration of the tool that owns that table)"
     else:
         fix = _delete_fix(chain, rule, owned)
-    return Finding("foreign-masquerade", hit.subject, message, fix)
+    # the forwards work; the guests' outbound connections are not what the model says
+    return Finding("foreign-masquerade", hit.subject, message, fix, "warning")
 
 
 def _own_prio(rs: Ruleset, own_table: str, hook: str, default: int) -> int:
@@ -228,6 +232,7 @@ def analyse_ruleset(
             f"nftfwd's table inet {own_table} is not loaded, so none of this host's forwards, "
             "masquerade or hairpin exists.",
             "nftfwd load --atomic\n# and load it at every boot: nftfwd install",
+            "error",
         ))  # fmt: skip
     dstnat = _own_prio(rs, own_table, "prerouting", DSTNAT)
     srcnat = _own_prio(rs, own_table, "postrouting", SRCNAT)

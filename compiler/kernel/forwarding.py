@@ -7,6 +7,7 @@ default route; such uplinks get accept_ra=2 (accept them even when forwarding).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,24 +57,43 @@ def forwarding_settings(host: Host, root: Path = Path("/")) -> list[Setting]:
 
 
 def enable_forwarding(host: Host, root: Path = Path("/")) -> list[Setting]:
-    """Apply the settings now and persist them in /etc/sysctl.d; return what changed."""
-    changed = []
+    """Persist the settings in /etc/sysctl.d, then apply them now; return what changed.
+
+    The file comes first: where it cannot be written (a read-only /etc, say) nothing
+    is changed, rather than sysctls that the next boot would forget."""
     settings = forwarding_settings(host, root)
+    if not settings:
+        return []
+    lines = [
+        "# Written by nftfwd load --enable-forwarding.",
+        *(f"# {s.why}\n{s.key} = {s.value}" for s in settings),
+    ]
+    _persist(root / SYSCTL_FILE, "\n".join(lines) + "\n")
+    changed = []
     for setting in settings:
-        path = root / "proc/sys" / setting.key
         if _read(root, setting.key) == setting.value:
             continue
         try:
-            path.write_text(setting.value + "\n")
+            (root / "proc/sys" / setting.key).write_text(setting.value + "\n")
         except OSError as err:
             raise NftfwdError(
-                f"cannot set {setting.key.replace('/', '.')}: {err.strerror}."
+                f"cannot set {setting.key.replace('/', '.')}: {err.strerror}"
+                + (" (nftfwd needs root for this)." if os.geteuid() != 0 else ".")
             ) from None
         changed.append(setting)
-    if settings:
-        lines = [
-            "# Written by nftfwd load --enable-forwarding.",
-            *(f"# {s.why}\n{s.key} = {s.value}" for s in settings),
-        ]
-        write_atomically(root / SYSCTL_FILE, "\n".join(lines) + "\n")
     return changed
+
+
+def _persist(path: Path, content: str) -> None:
+    try:
+        if path.read_text() == content:
+            return  # already there: nothing to write, also on a read-only /etc
+    except (OSError, UnicodeDecodeError):
+        pass
+    try:
+        write_atomically(path, content)
+    except OSError as err:
+        raise NftfwdError(
+            f"cannot write {path} ({err.strerror}), so forwarding would be off again after "
+            "a reboot; nothing was changed. Make it writable, or set the sysctls by hand."
+        ) from None

@@ -39,4 +39,6 @@ def _log_findings(host: Host, table: str) -> None:
     from nftfwd.kernel.hoststate import examine
 
     for finding in examine(host, table):
-        log(f"doctor {finding.id}: {finding.subject}: {finding.message} Fix: {finding.fix}")
+        if finding.severity != "note":  # as load: errors and warnings, what needs a hand
+            log(f"doctor {finding.severity} {finding.id}: {finding.subject}: "
+                f"{finding.message} Fix: {finding.fix}")  # fmt: skip

@@ -1,5 +1,6 @@
 """Reading the live host (its current network namespace) for doctor: the ruleset through
-libnftables, sysctls, links, neighbours, listeners, libvirt's networks, /etc/nftables.conf.
+libnftables, sysctls, links, neighbours, listeners, libvirt's networks, /etc/nftables.conf
+and the systemd units of nftables and nftfwd.
 
 What is read becomes a HostState (nftfwd.doctor.hostchecks); judging it is pure. Tests
 give the readers a fake tree (sys_root), fake command output (run) and a fake Nft.
@@ -8,6 +9,7 @@ give the readers a fake tree (sys_root), fake command output (run) and a fake Nf
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Sequence
@@ -15,6 +17,7 @@ from ipaddress import IPv4Address, IPv6Address, ip_address
 from pathlib import Path
 from typing import Any
 
+from nftfwd.doctor.boot import NFTABLES_SERVICE, BootUnits
 from nftfwd.doctor.findings import Finding
 from nftfwd.doctor.hostchecks import (
     NFTABLES_CONF,
@@ -184,14 +187,67 @@ def read_text(path: str) -> str | None:
         return None
 
 
+# Where systemd looks for units, first wins (systemd.unit(5)); enablement links live in /etc.
+UNIT_DIRS = (
+    "etc/systemd/system",
+    "run/systemd/system",
+    "usr/local/lib/systemd/system",
+    "usr/lib/systemd/system",
+    "lib/systemd/system",
+)
+
+
+def _enabled(root: str, unit: str) -> bool:
+    """A link to the unit in a .wants/ or .requires/ folder of /etc/systemd/system (read
+    as a link: in another root its target, an absolute path, points outside that tree)."""
+    try:
+        folders = list(Path(root, UNIT_DIRS[0]).iterdir())
+    except OSError:
+        return False
+    pulls = (f / unit for f in folders if f.suffix in (".wants", ".requires"))
+    return any(p.is_symlink() or p.exists() for p in pulls)
+
+
+def _masked(root: str, unit: str) -> bool:
+    for folder in UNIT_DIRS[:2]:
+        path = Path(root, folder, unit)
+        if path.is_symlink() and os.readlink(path) == "/dev/null":
+            return True
+    return False
+
+
+def _unit_text(root: str, unit: str) -> str | None:
+    """The unit file systemd would use, followed by its drop-ins (in their order)."""
+    files = [Path(root, d, unit) for d in UNIT_DIRS]
+    main = next((f for f in files if f.is_file()), None)
+    if main is None or _masked(root, unit):
+        return None
+    drop_ins = {
+        p.name: p for d in reversed(UNIT_DIRS) for p in Path(root, d).glob(f"{unit}.d/*.conf")
+    }
+    texts = [read_text(str(p)) or "" for p in [main, *(drop_ins[n] for n in sorted(drop_ins))]]
+    return "\n".join(texts)
+
+
+def read_boot_units(root: str = "/") -> BootUnits:
+    """Whether nftables.service is enabled, and nftfwd's unit as systemd would read it."""
+    return BootUnits(
+        nftables_enabled=_enabled(root, NFTABLES_SERVICE) and not _masked(root, NFTABLES_SERVICE),
+        nftfwd_unit=_unit_text(root, "nftfwd.service"),
+        nftfwd_enabled=_enabled(root, "nftfwd.service"),
+    )
+
+
 def read_state(
     host: Host,
     *,
     sys_root: str = "/",
     nftables_conf: str = NFTABLES_CONF,
     run: Runner = run_command,
+    boot_root: str | None = None,
 ) -> HostState:
-    """Everything the host checks need, read from this network namespace."""
+    """Everything the host checks need, read from this network namespace; the systemd
+    units from boot_root (default sys_root)."""
     links = read_links(run)
     bridged = bridge_nf_families(sys_root)
     fdb = {
@@ -210,6 +266,7 @@ def read_state(
         {key: read_sysctl(sys_root, *key.split("/")) for key in wanted_sysctls(host)},
         nftables_conf,
         read_text(nftables_conf),
+        read_boot_units(sys_root if boot_root is None else boot_root),
     )
 
 
@@ -226,8 +283,12 @@ def read_live_ruleset(
     return nft.list_ruleset_parts(outline_only=own), nft.list_ruleset_text(skip=own)
 
 
-def examine(host: Host, own_table: str, *, nftables_conf: str = NFTABLES_CONF) -> list[Finding]:
-    """doctor on this host: read the live ruleset and host state, then judge them."""
+def examine(
+    host: Host, own_table: str, *, nftables_conf: str | None = None, boot_root: str = "/"
+) -> list[Finding]:
+    """doctor on this host: read the live ruleset and host state, then judge them. The
+    systemd units and (unless given) nftables.conf are read under boot_root."""
     ruleset, text = read_live_ruleset(own_table=own_table)
-    state = read_state(host, nftables_conf=nftables_conf)
+    conf = nftables_conf or str(Path(boot_root, NFTABLES_CONF.lstrip("/")))
+    state = read_state(host, nftables_conf=conf, boot_root=boot_root)
     return diagnose(host, own_table, ruleset, state, ruleset_text=text)

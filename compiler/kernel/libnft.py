@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import sys
 from functools import cache
 from pathlib import Path
@@ -25,25 +26,52 @@ class KernelRefused(NftfwdError):
         super().__init__(message)
 
 
+# What to install when the binding is missing or does not fit the library.
+BINDING_PACKAGES = (
+    "python3-nftables and nftables of one version (apt-get install python3-nftables nftables)"
+)
+# The methods of libnftables' binding that nftfwd calls (nftables 0.9.x lacks some).
+BINDING_METHODS = (
+    "cmd",
+    "json_cmd",
+    "cmd_from_file",
+    "set_json_output",
+    "set_handle_output",
+    "set_stateless_output",
+    "set_terse_output",
+    "set_numeric_proto_output",
+    "set_dry_run",
+)
+
+
 @cache
 def binding() -> ModuleType:
     try:
-        import nftables  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        if not DEBIAN_BINDING.exists():
-            raise NftfwdError(
-                "the nftables Python binding is missing; install it with "
-                "`apt-get install python3-nftables`."
-            ) from None
-        spec = importlib.util.spec_from_file_location(
-            "nftables", DEBIAN_BINDING, submodule_search_locations=[str(DEBIAN_BINDING.parent)]
-        )
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["nftables"] = module
-        spec.loader.exec_module(module)
-        return module
-    return cast(ModuleType, nftables)
+        try:
+            import nftables  # type: ignore[import-not-found,unused-ignore]
+        except ImportError:
+            return _debian_binding()
+        return cast(ModuleType, nftables)
+    except NftfwdError:
+        raise
+    except Exception as err:  # foreign code: whatever it raises, say what to install
+        raise NftfwdError(
+            f"the nftables Python binding cannot be loaded ({type(err).__name__}: {err}); "
+            f"install {BINDING_PACKAGES}."
+        ) from None
+
+
+def _debian_binding() -> ModuleType:
+    if not DEBIAN_BINDING.exists():
+        raise NftfwdError(f"the nftables Python binding is missing; install {BINDING_PACKAGES}.")
+    spec = importlib.util.spec_from_file_location(
+        "nftables", DEBIAN_BINDING, submodule_search_locations=[str(DEBIAN_BINDING.parent)]
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["nftables"] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 class Nft:
@@ -52,20 +80,32 @@ class Nft:
     def __init__(self, *, dry_run: bool = False) -> None:
         try:
             self._ctx = binding().Nftables()
-        except OSError as err:
+            missing = [m for m in BINDING_METHODS if not callable(getattr(self._ctx, m, None))]
+            if not missing:
+                self._ctx.set_handle_output(False)
+                self._ctx.set_stateless_output(True)  # counters are state, not configuration
+                self._ctx.set_dry_run(dry_run)
+        except NftfwdError:
+            raise
+        except Exception as err:  # a binding that does not match its libnftables
             raise NftfwdError(
-                f"libnftables cannot be loaded ({err}); install `nftables`."
+                f"libnftables cannot be used through its Python binding "
+                f"({type(err).__name__}: {err}); install {BINDING_PACKAGES}."
             ) from None
-        self._ctx.set_handle_output(False)
-        self._ctx.set_stateless_output(True)  # counters are state, not configuration
-        self._ctx.set_dry_run(dry_run)
+        if missing:
+            raise NftfwdError(
+                f"the nftables Python binding lacks {', '.join(missing)} (too old, or not "
+                f"the one of this libnftables); install {BINDING_PACKAGES}."
+            )
 
     def _raise(self, what: str, error: str, refused: str) -> None:
         # JSON input has no source positions: drop libnftables' empty "internal:0:0-0: ".
         lines = [line.replace("internal:0:0-0: ", "").strip() for line in error.splitlines()]
         detail = " ".join(dict.fromkeys(line for line in lines if line))
-        if "Operation not permitted" in error:
+        if "Operation not permitted" in error and os.geteuid() != 0:
             raise NftfwdError(f"{what} needs root (CAP_NET_ADMIN): {detail}")
+        if "Operation not permitted" in error:
+            raise NftfwdError(f"the kernel did not permit {what}: {detail}")
         raise KernelRefused(f"the kernel refused {what}: {detail}", refused)
 
     def _run(self, command: str, *, json_output: bool, what: str) -> str:

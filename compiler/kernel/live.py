@@ -13,8 +13,10 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from nftfwd.diffview import HostDiff, guest_names
+from nftfwd.errors import NftfwdError
 from nftfwd.ir import Table
 from nftfwd.kernel.libnft import Nft
+from nftfwd.kernel.owner import owned_table_error
 from nftfwd.kernel.sandbox import kernel_outline
 from nftfwd.model import Host
 from nftfwd.plan import compare, compare_elements, elements_of, forwards_of, rules_diff
@@ -33,6 +35,8 @@ def read_live(nft: Nft, table: Table) -> LiveTable:
     outline = nft.table_outline(table.family, table.name)
     if outline is None:
         return LiveTable([], None)
+    if (owned := owned_table_error(table.family, table.name, outline)) is not None:
+        raise NftfwdError(owned)
     return LiveTable(nft.list_table_json(table.family, table.name), outline)
 
 

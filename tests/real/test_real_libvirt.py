@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -75,40 +75,31 @@ def libvirt(request: pytest.FixtureRequest) -> Iterator[tuple[Libvirt, Backend]]
 # --- doctor's output ----------------------------------------------------------------------
 
 
-@dataclass
-class Reported:
-    """One finding as `nftfwd doctor` prints it."""
+@dataclass(frozen=True)
+class Report:
+    """One doctor run: its exit code, its text (as an admin reads it), its findings (as
+    `--format json` gives them: id, severity, subject, message, fix)."""
 
-    id: str
-    subject: str
-    message: list[str] = field(default_factory=list)
-    fix: list[str] = field(default_factory=list)
+    code: int
+    text: str
+    findings: list[dict[str, str]]
 
-    @property
-    def commands(self) -> list[str]:
-        """The fix's shell lines, as printed (lines starting with # are comments)."""
-        return [line for line in self.fix if not line.startswith("#")]
+    def errors(self) -> list[dict[str, str]]:
+        return [f for f in self.findings if f["severity"] == "error"]
 
 
-def parse(stdout: str) -> list[Reported]:
-    found: list[Reported] = []
-    for line in stdout.splitlines():
-        if line.startswith("FINDING "):
-            ident, _, subject = line.removeprefix("FINDING ").partition(": ")
-            found.append(Reported(ident, subject))
-        elif found and line.startswith("  fix: "):
-            found[-1].fix.append(line.removeprefix("  fix: "))
-        elif found and found[-1].fix and line.startswith("       "):
-            found[-1].fix.append(line.removeprefix("       "))
-        elif found:
-            found[-1].message.append(line.strip())
-    return found
+def commands(finding: dict[str, str]) -> list[str]:
+    """The fix's shell lines, as printed (lines starting with # are comments)."""
+    return [line for line in finding["fix"].splitlines() if not line.startswith("#")]
 
 
-def doctor(lv: Libvirt) -> tuple[int, str]:
-    done = lv.nftfwd_cmd("doctor")
-    assert done.returncode in (0, 1), f"doctor exited {done.returncode}:\n{done.stderr}"
-    return done.returncode, done.stdout
+def doctor(lv: Libvirt) -> Report:
+    text = lv.nftfwd_cmd("doctor")
+    data = lv.nftfwd_cmd("doctor", "--format", "json")
+    assert text.returncode in (0, 1), f"doctor exited {text.returncode}:\n{text.stderr}"
+    document = json.loads(data.stdout)
+    assert document["exit_code"] == data.returncode == text.returncode, data.stdout
+    return Report(text.returncode, text.stdout, document["findings"])
 
 
 def load(lv: Libvirt, *extra: str) -> None:
@@ -186,33 +177,34 @@ def test_doctor_names_libvirts_rule_and_the_fix_it_prints_opens_the_forward(
     refused = lv.request("tcp", 2222)
     assert not refused.ok and refused.error == "refused", refused  # libvirt's reject
 
-    code, report = doctor(lv)
-    history = [report]
-    assert code == 1, report
-    (rejects,) = [f for f in parse(report) if f.id == "foreign-chain-rejects"]
-    assert rejects.subject.startswith(backend.rejecting_rule), report
-    assert "this is libvirt's NAT mode for virbr0" in " ".join(rejects.message), report
-    fix = "\n".join(rejects.fix)
-    assert "NETWORK" not in fix, fix  # libvirt's own files name the network: default
-    assert rejects.commands[-2:] == [
+    report = doctor(lv)
+    history = [report.text]
+    assert report.code == 1, report.text
+    (rejects,) = [f for f in report.errors() if f["id"] == "foreign-chain-rejects"]
+    assert rejects["subject"].startswith(backend.rejecting_rule), report.text
+    assert "this is libvirt's NAT mode for virbr0" in rejects["message"], report.text
+    assert "NETWORK" not in rejects["fix"], rejects["fix"]  # libvirt's files name it: default
+    assert commands(rejects)[-2:] == [
         "virsh net-define /tmp/default.xml",
         "virsh net-destroy default && virsh net-start default",
-    ], fix
+    ], rejects["fix"]
 
-    # As an admin would: the first finding's fix as printed, re-attach the guests and
-    # load again as its last comment says, then ask doctor again.
+    # As an admin would: the first error's fix as printed, re-attach the guests and load
+    # again as its last comment says, then ask doctor again.
     for _ in range(5):
-        if code == 0:
+        if report.code == 0:
             break
-        first = parse(report)[0]
-        assert first.commands, report
-        lv.sh("\n".join(first.commands))
+        first = report.errors()[0]
+        assert commands(first), report.text
+        lv.sh("\n".join(commands(first)))
         if lv.run("ip", "-j", "link", "show", GUEST_PORT).stdout.find('"master"') < 0:
             lv.attach_guest()  # net-destroy took the guest's port off the bridge
         load(lv)
-        code, report = doctor(lv)
-        history.append(report)
-    assert (code, report) == (0, "no findings\n"), "\n".join(history)
+        report = doctor(lv)
+        history.append(report.text)
+    assert report.code == 0 and not report.errors(), "\n".join(history)
+    left = {f["id"] for f in report.findings}
+    assert not left & {"foreign-chain-rejects", "libvirt-nat-network"}, report.text
     assert "<forward mode='open'/>" in lv.run("virsh", "net-dumpxml", "default").stdout
 
     reply = lv.request("tcp", 2222)

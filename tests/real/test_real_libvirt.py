@@ -14,6 +14,7 @@ another namespace on virbr0 stands in for a guest (libvirtd.py has the setup).
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ def debian13(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 @pytest.fixture(params=sorted(BACKENDS, key=int), ids=lambda v: f"libvirt{v}")
 def libvirt(request: pytest.FixtureRequest) -> Iterator[tuple[Libvirt, Backend]]:
     root = request.getfixturevalue("debian13") if request.param == "11" else None
+    if root is not None:  # libvirt picks its firewall backend itself: nftables here
+        conf = (root / "etc/libvirt/network.conf").read_text()
+        assert not re.search(r"^\s*firewall_backend", conf, re.MULTILINE)
+        assert not (root / "usr/sbin/iptables").exists()
     with Libvirt(root) as lv:
         lv.start_daemon()
         version = lv.run("libvirtd", "--version").stdout.split()[-1]

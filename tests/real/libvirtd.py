@@ -27,16 +27,17 @@ import hashlib
 import itertools
 import json
 import os
-import select
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from harness import Reply
+from harness.topology import _PipeLines
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN_ROOT = REPO / ".ci" / "debian-root"
@@ -130,19 +131,12 @@ def _run(argv: list[str], *, input: str | None = None, check: bool = True,
 def _readline(process: subprocess.Popen[bytes], timeout: float) -> str:
     """The first line `process` prints, within `timeout` seconds ("" if none)."""
     assert process.stdout is not None
-    fd, data, deadline = process.stdout.fileno(), b"", time.monotonic() + timeout
-    while b"\n" not in data:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0 or not select.select([fd], [], [], remaining)[0]:
-            break
-        chunk = os.read(fd, 4096)
-        if not chunk:
-            break
-        data += chunk
-    return data.decode("utf-8", "replace").split("\n", 1)[0]
+    line = _PipeLines(process.stdout.fileno()).readline(time.monotonic() + timeout)
+    return line or ""
 
 
 def _stop(process: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL: as the harness's, with the time libvirtd takes to shut down."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -212,13 +206,6 @@ def debian13_root(directory: Path) -> Path:
 
 
 # --------------------------------------------------------------------------- the daemon
-
-
-@dataclass(frozen=True)
-class Reply:
-    ok: bool
-    text: str
-    error: str | None
 
 
 class Libvirt:

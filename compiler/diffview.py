@@ -39,8 +39,7 @@ def port_text(first: int, last: int) -> str:
 
 def _target(target: Target, change: ForwardChange, names: Mapping[str, str]) -> str:
     name = names.get(target.address)
-    span = change.last_port - change.key.port
-    port = port_text(target.port, target.port + span)
+    port = port_text(*change.guest_ports(target))
     return f"{name + ' ' if name else ''}{target.address} port {port}"
 
 

@@ -361,7 +361,6 @@ def _mode_advice(network: _Network) -> list[str]:
             "DNATed to its guests, so no forward to this network can work. Switch it to "
             "open mode, where libvirt adds no rules and nftfwd does the NAT:"
         )
-        change = "replace the whole <forward mode='nat'>...</forward> by"
     elif network.mode is None:
         why = (
             "WARNING: isolated (no <forward>): libvirt's own firewall rules reject all "
@@ -369,16 +368,52 @@ def _mode_advice(network: _Network) -> list[str]:
             "forward to these guests, switch it to open mode (the guests then also reach "
             "the outside through nftfwd's masquerade):"
         )
-        change = "add the element"
     else:
         return []
-    name = shlex.quote(network.name)
+    out = _comment(why, 6)
+    for step in open_mode_steps(network.name, isolated=network.mode is None):
+        if step.startswith("# "):  # prose: wrapped; commands stay whole, to be copied
+            out += [line.replace("# ", "#   ", 1) for line in _comment(step[2:], 6, width=86)]
+        else:
+            out.append(f"      #   {step}")
+    return [*out, "      #     (guests running on it may need a restart to get their link back)"]
+
+
+# Replaces the network's <forward> element, in both shapes libvirt shows it: `virsh
+# net-edit` and `net-dumpxml --inactive` of a network defined from Debian's default show
+# `<forward mode='nat'/>`, a running network's `net-dumpxml` the block `<forward
+# mode='nat'> <nat>...</nat> </forward>`. `-z` reads the file as one line, so the block
+# may span lines; `( [^>]*)?` keeps <forwarder> (in <dns>) out of it.
+_SED_NAT_TO_OPEN = (
+    "sed -z -i -E \"s#<forward( [^>]*)?/>|<forward( [^>]*)?>.*</forward>#<forward mode='open'/>#\""
+)
+# An isolated network has no <forward>: add one right after its <name>.
+_SED_ADD_OPEN = "sed -i \"s#</name>#&<forward mode='open'/>#\""
+
+
+def open_mode_steps(network: str, *, isolated: bool = False) -> list[str]:
+    """Shell lines that switch libvirt network `network` to open mode.
+
+    First the commands, runnable as printed (dump the persistent XML, edit its <forward>
+    element, define it again, restart the network), then the interactive way as a
+    comment. Used by `libvirt import` and by doctor's libvirt findings alike.
+    """
+    name = shlex.quote(network)
+    xml = shlex.quote(f"/tmp/{network}.xml")
+    if isolated:
+        edit, interactive = _SED_ADD_OPEN, "add the element <forward mode='open'/>"
+    else:
+        edit = _SED_NAT_TO_OPEN
+        interactive = (
+            "replace <forward mode='nat'/> (or the block <forward mode='nat'> ... "
+            "</forward>) with <forward mode='open'/>"
+        )
     return [
-        *_comment(why, 6),
-        f"      #   virsh net-edit {name}",
-        f"      #     ({change} <forward mode='open'/>)",
-        f"      #   virsh net-destroy {name} && virsh net-start {name}",
-        "      #     (guests running on it may need a restart to get their link back)",
+        f"virsh net-dumpxml --inactive {name} > {xml}",
+        f"{edit} {xml}",
+        f"virsh net-define {xml}",
+        f"virsh net-destroy {name} && virsh net-start {name}",
+        f"# or interactively: virsh net-edit {name}, {interactive}; then restart it as above",
     ]
 
 

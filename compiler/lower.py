@@ -140,10 +140,10 @@ def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
         for entry in entries:
             if entry.where != where:
                 continue
-            port, to = entry.forward.port, entry.forward.to
+            forward = entry.forward
             # nft cannot keep an offset inside a range, so a range maps port by port.
-            for offset in range(port.size):
-                guest_of[entry.key(port.first + offset)] = (entry.target, to.first + offset)
+            for host_port in range(forward.port.first, forward.port.last + 1):
+                guest_of[entry.key(host_port)] = (entry.target, forward.guest_port(host_port))
         keys = sorted(guest_of, key=_key_order)
         key_types = _key_types(family, where)
         listen = "any host address" if where == ANY else "host address"

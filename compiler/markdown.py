@@ -59,10 +59,9 @@ class _Chart:
 
 
 def _guest(chart: _Chart, target: Target, change: ForwardChange, names: Mapping[str, str]) -> str:
-    span = change.last_port - change.key.port
     name = names.get(target.address)
     first = f"{name} {target.address}" if name else target.address
-    return chart.node(first, f"port {port_text(target.port, target.port + span)}")
+    return chart.node(first, f"port {port_text(*change.guest_ports(target))}")
 
 
 def flowchart(changes: list[ForwardChange], names: Mapping[str, str]) -> list[str]:

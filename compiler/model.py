@@ -50,6 +50,14 @@ class Forward:
     path: str
     location: Location | None
 
+    def guest_port(self, host_port: int) -> int:
+        """The guest port that `host_port` (one of `port`) goes to: the same offset into
+        `to` (8000-8010 to 9000-9010 sends 8005 to 9005), or `to` itself when it is one
+        port (every port of the range goes to it, as iptables' DNAT does)."""
+        if self.to.size == 1:
+            return self.to.first
+        return self.to.first + host_port - self.port.first
+
 
 @dataclass(frozen=True)
 class Guest:

@@ -33,11 +33,33 @@ class Target(NamedTuple):
 
 @dataclass(frozen=True)
 class ForwardChange:
+    """A run of consecutive host ports (key.port to last_port) that changed alike.
+
+    old and new are the targets of key.port; along the run a side's guest port either
+    moves with the host port (step 1: 8000-8010 to 9000-9010) or stays (step 0: a range
+    onto one port). `old_port`/`new_port` give the guest port of any host port of the run.
+    """
+
     change: Change
     key: ForwardKey
-    last_port: int  # consecutive host ports with the same offset are shown as one range
+    last_port: int
     old: Target | None
     new: Target | None
+    old_step: int = 1
+    new_step: int = 1
+
+    def old_port(self, host_port: int) -> int:
+        assert self.old is not None
+        return self.old.port + (host_port - self.key.port) * self.old_step
+
+    def new_port(self, host_port: int) -> int:
+        assert self.new is not None
+        return self.new.port + (host_port - self.key.port) * self.new_step
+
+    def guest_ports(self, target: Target) -> tuple[int, int]:
+        """First and last guest port of `target` (this change's old or new) along the run."""
+        step = self.old_step if target is self.old else self.new_step
+        return target.port, target.port + (self.last_port - self.key.port) * step
 
 
 def forwards_of(json_objects: Iterable[Any], table: str) -> dict[ForwardKey, Target]:
@@ -107,33 +129,43 @@ def compare(old: dict[ForwardKey, Target], new: dict[ForwardKey, Target]) -> lis
 def _fold(changes: list[ForwardChange]) -> list[ForwardChange]:
     folded: list[ForwardChange] = []
     for item in changes:
-        if folded and _continues(folded[-1], item):
+        steps = _continues(folded[-1], item) if folded else None
+        if steps is not None:
             last = folded[-1]
-            folded[-1] = ForwardChange(last.change, last.key, item.key.port, last.old, last.new)
+            folded[-1] = ForwardChange(
+                last.change, last.key, item.key.port, last.old, last.new, *steps
+            )
         else:
             folded.append(item)
     return folded
 
 
-def _continues(run: ForwardChange, item: ForwardChange) -> bool:
-    step = item.key.port - run.key.port
+def _continues(run: ForwardChange, item: ForwardChange) -> tuple[int, int] | None:
+    """The steps (old, new) with which `item` extends `run`, or None if it does not."""
     same_key = (run.key.family, run.key.proto, run.key.listen, run.key.source) == (
         item.key.family,
         item.key.proto,
         item.key.listen,
         item.key.source,
     )
-    return (
-        same_key
-        and run.change == item.change
-        and item.key.port == run.last_port + 1
-        and _shifted(run.old, step) == item.old
-        and _shifted(run.new, step) == item.new
-    )
+    if not (same_key and run.change == item.change and item.key.port == run.last_port + 1):
+        return None
+    fresh = run.last_port == run.key.port  # one port so far: either step may follow
+    old_step = _step(run.old, run.old_step, fresh, run.key.port, item.key.port, item.old)
+    new_step = _step(run.new, run.new_step, fresh, run.key.port, item.key.port, item.new)
+    return None if old_step is None or new_step is None else (old_step, new_step)
 
 
-def _shifted(target: Target | None, step: int) -> Target | None:
-    return None if target is None else Target(target.address, target.port + step)
+def _step(
+    start: Target | None, step: int, fresh: bool, first: int, port: int, target: Target | None
+) -> int | None:
+    """The step that takes `start` (at host port `first`) to `target` (at `port`)."""
+    if start is None or target is None:
+        return step if start is target else None
+    for candidate in (1, 0) if fresh else (step,):
+        if target == Target(start.address, start.port + (port - first) * candidate):
+            return candidate
+    return None
 
 
 def rules_diff(old_text: str, new_text: str, old_name: str, new_name: str) -> list[str]:

@@ -24,11 +24,10 @@ def _ports(first: int, last: int) -> dict[str, int]:
 
 
 def _guest(target: Target, change: ForwardChange, names: Mapping[str, str]) -> dict[str, Any]:
-    span = change.last_port - change.key.port
     return {
         "guest": names.get(target.address),
         "guest_address": target.address,
-        "guest_port": _ports(target.port, target.port + span),
+        "guest_port": _ports(*change.guest_ports(target)),
     }
 
 

@@ -295,7 +295,7 @@ class _Checker:
             # Cross-checks only on values that parsed, so one typo is reported once.
             self.check_subnets(host, path)
             self.check_guest_addresses(host, path)
-            self.check_forwards(host)
+            self.check_forwards(host, path)
         return host
 
     def check_subnets(self, host: Host, path: KeyPath) -> None:
@@ -453,11 +453,11 @@ class _Checker:
     def forward(self, spec: dict[str, Any], path: KeyPath) -> Forward | None:
         port = self.ports(spec["port"], (*path, "port"))
         to = self.ports(spec["to"], (*path, "to")) if "to" in spec else port
-        if port is not None and to is not None and to.size != port.size:
+        if port is not None and to is not None and to.size not in (1, port.size):
             self.fail(
                 (*path, "to"),
-                f"'to' covers {to.size} port(s) but 'port' covers "
-                f"{port.size}; give a single port or a range of the same length",
+                f"'to' covers {to.size} ports but 'port' covers {port.size}; give one port "
+                f"(every port of the range goes to it) or a range of {port.size} ports",
             )
             return None
         proto_spec = spec.get("proto", "tcp")
@@ -489,14 +489,16 @@ class _Checker:
             location=self.doc.location(path),
         )
 
-    def check_forwards(self, host: Host) -> None:
+    def check_forwards(self, host: Host, path: KeyPath) -> None:
         claims: dict[tuple[Family, Proto], list[_Claim]] = defaultdict(list)
-        for _bridge, guest, forward in host.forwards():
+        for bridge, guest, forward in host.forwards():
             if forward.address is not None:
                 listed = host.addresses_in(family_of(forward.address))
                 if listed and forward.address not in listed:
-                    self.fail_forward(
-                        forward,
+                    index = guest.forwards.index(forward)  # all parsed: the spec's index
+                    at = (*path, "bridges", bridge.name, "guests", guest.name, "forwards", index)
+                    self.fail(
+                        (*at, "address"),
                         f"address {forward.address} is not one of the host's "
                         f"addresses ({', '.join(map(str, listed))}); name one of them",
                     )

@@ -88,7 +88,8 @@ class Document:
             if path in self.locations:
                 return self.locations[path]
             path = path[:-1]
-        return self.locations.get((), None)
+        # Only an empty file has no root: its errors still name the file, at line 1.
+        return self.locations.get((), Location(self.path, 1, 1))
 
 
 def load_file(path: str | Path) -> Document:

@@ -37,3 +37,12 @@ def test_bad_model_is_refused_with_its_message(path: Path) -> None:
 
 def test_every_rule_has_a_file() -> None:
     assert len(FILES) >= 30
+
+
+def test_an_empty_file_is_named_with_line_1(tmp_path: Path) -> None:
+    """Zero bytes: no comment line to carry an expectation, so not in tests/data/bad."""
+    path = tmp_path / "nftfwd.yaml"
+    path.write_text("")
+    result = run_cli("build", str(path))
+    assert result.code == 2
+    assert result.stderr.startswith(f"error: {path}:1:1: must be hosts, bridges and guests ")

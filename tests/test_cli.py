@@ -78,3 +78,56 @@ def test_diff_from_covers_every_host_of_a_fleet(tmp_path: Path) -> None:
 def test_schema_command_prints_the_published_schema() -> None:
     result = run_cli("schema")
     assert json.loads(result.stdout)["title"] == "nftfwd model"
+
+
+RANGE_MODEL = """\
+version: 1
+hosts:
+  kvm1:
+    uplinks: [eth0]
+    bridges:
+      virbr0:
+        subnet: 192.168.122.0/24
+        guests:
+          web:
+            address: 192.168.122.10
+            forwards:
+              - {FORWARDS}
+"""
+
+
+def test_a_range_onto_one_port_builds_and_diffs_as_one_range(tmp_path: Path) -> None:
+    """model.md: `to` is one port or a range as long as `port`; with one port every port
+    of the range goes to it (as iptables' DNAT does), and the diff says so in one line."""
+    old, new = tmp_path / "old.yaml", tmp_path / "new.yaml"
+    old.write_text(RANGE_MODEL.replace("{FORWARDS}", '{port: "7100-7102", to: "9100-9102"}'))
+    new.write_text(
+        RANGE_MODEL.replace(
+            "{FORWARDS}",
+            '{port: "7100-7102", to: 9100}\n              - {port: "7200-7203", to: 9200, '
+            "proto: udp}",
+        )
+    )
+    built = run_cli("build", str(new))
+    assert built.code == 0, built.stderr
+    for port in (7100, 7101, 7102):
+        assert f"tcp . {port} : 9100" in built.stdout
+    changed = run_cli("diff", "--from", str(old), str(new))
+    assert changed.code == 1
+    assert changed.stdout.splitlines()[1:4] == [
+        "forwards:",
+        "  ~ tcp 7101-7102 on any IPv4 host address -> web 192.168.122.10 port 9100"
+        " (was web 192.168.122.10 port 9101-9102)",
+        "  + udp 7200-7203 on any IPv4 host address -> web 192.168.122.10 port 9200",
+    ], changed.stdout
+    markdown = run_cli("diff", "--from", str(old), str(new), "--format", "markdown")
+    assert "| added | udp 7200-7203 on any IPv4 host address -> web 192.168.122.10 port 9200 |" in (
+        markdown.stdout
+    )
+    document = json.loads(run_cli("diff", "--from", str(old), str(new), "--format", "json").stdout)
+    (moved,) = document["hosts"][0]["forwards"]["changed"]
+    assert (moved["host_port"], moved["old"]["guest_port"], moved["new"]["guest_port"]) == (
+        {"first": 7101, "last": 7102},
+        {"first": 9101, "last": 9102},
+        {"first": 9100, "last": 9100},
+    )

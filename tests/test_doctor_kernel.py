@@ -155,11 +155,13 @@ def start(topo: Topology) -> None:
 
 
 def libvirt_open_mode(topo: Topology, finding: Reported) -> None:
-    assert "#     <forward mode='open'/>" in finding.fix, finding.fix
     assert [c.split()[:2] for c in finding.commands] == [
-        ["virsh", "net-edit"],
+        ["virsh", "net-dumpxml"],
+        ["sed", "-z"],
+        ["virsh", "net-define"],
         ["virsh", "net-destroy"],
-    ]
+    ], finding.fix
+    assert any(line.startswith("# or interactively: virsh net-edit ") for line in finding.fix)
 
 
 def remove_libvirt_iptables(topo: Topology, finding: Reported) -> None:

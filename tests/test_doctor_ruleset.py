@@ -24,6 +24,7 @@ from nftfwd.doctor.listing import rule_texts, xt_conditions
 from nftfwd.doctor.ruleset import analyse_ruleset
 from nftfwd.doctor.run import exit_code, format_findings
 from nftfwd.errors import NftfwdError
+from nftfwd.libvirt import open_mode_steps
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
 
 DATA = Path(__file__).parent / "data" / "doctor"
@@ -97,10 +98,8 @@ def test_libvirt_iptables_reject_is_one_finding_with_the_open_mode_fix() -> None
     assert "centos 192.168.122.133 port 22" in f.message
     assert "libvirt's NAT mode for virbr0" in f.message
     assert "<forward mode='open'/>" in f.fix
-    assert commands(f) == [
-        "virsh net-edit default",
-        "virsh net-destroy default && virsh net-start default",
-    ]
+    assert commands(f) == open_mode_steps("default")[:4]
+    assert "# or interactively: virsh net-edit default, " in f.fix
 
 
 def test_libvirt_iptables_without_the_text_listing_is_only_a_maybe() -> None:

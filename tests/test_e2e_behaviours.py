@@ -382,6 +382,26 @@ def test_port_range_keeps_the_offset() -> None:
         expect_blocked(topo, [tcp("client0", host4, 8011), udp("client0", host4, 8011)])
 
 
+@pytest.mark.kernel
+def test_a_range_onto_one_port_sends_every_port_there() -> None:
+    """`{port: "7100-7102", to: 9100}`: every port of the range reaches 9100, TCP and UDP
+    (the guest also listens on 9101 and 9102, where a kept offset would land)."""
+    path = model_path("range")
+    with Topology(read_model(path), HOST) as topo:
+        load(topo, path, HOST)
+        topo.serve("games", [9100, 9101, 9102, 7103])
+        host4, client4 = topo.host_address(4), topo.client_address(4)
+        expect_reached(
+            topo,
+            [
+                (make("client0", host4, port), ("games", client4, 9100))
+                for make in (tcp, udp)
+                for port in (7100, 7101, 7102)
+            ],
+        )
+        expect_blocked(topo, [tcp("client0", host4, 7103), udp("client0", host4, 7103)])
+
+
 # ----------------------------------------------------------------------- behaviour 5
 
 

@@ -148,6 +148,23 @@ def test_one_listing_selects_only_the_flows_of_removed_forwards() -> None:
     assert gone_entries([*elsewhere, *through_it], removed) == through_it
 
 
+def test_a_range_onto_one_port_selects_every_host_port_to_that_port() -> None:
+    # 7100-7102 all went to .10 port 80 (step 0); 8000-8002 to 9000-9002 (offsets kept).
+    removed = [
+        Flow("ip", "tcp", 7100, 7102, "192.168.122.10", 80, step=0),
+        Flow("ip", "tcp", 8000, 8002, "192.168.122.10", 9000),
+    ]
+    through_it = [_tracked("ip", 6, port, "192.168.122.10", 80) for port in (7100, 7101, 7102)]
+    through_it.append(_tracked("ip", 6, 8001, "192.168.122.10", 9001))
+    elsewhere = [
+        _tracked("ip", 6, 7101, "192.168.122.10", 81),  # an offset: not the one-port forward
+        _tracked("ip", 6, 7103, "192.168.122.10", 80),  # past the range
+        _tracked("ip", 6, 8001, "192.168.122.10", 9000),  # not the offset of 8000-8002
+    ]
+    assert gone_entries([*elsewhere, *through_it], removed) == through_it
+    assert Flow.from_json(removed[0].as_json()) == removed[0]  # a pending --confirm keeps it
+
+
 def test_ipv6_flows_match_whatever_the_spelling_of_the_address() -> None:
     removed = [Flow("ip6", "udp", 1, 65535, "fd00:122::10", 1)]
     entry = _tracked("ip6", 17, 27015, "fd00:122:0:0:0:0:0:10", 27015)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,7 @@ import pytest
 import yaml
 
 from nftfwd.errors import NftfwdError
-from nftfwd.libvirt import hook_action, import_networks
+from nftfwd.libvirt import hook_action, import_networks, open_mode_steps
 from nftfwd.schema import validate_shape
 from nftfwd.semantic import build_model
 from nftfwd.source import load_text
@@ -26,6 +28,11 @@ hosts:
     uplinks: [eth0]  # EDIT: the interface where outside traffic arrives
 """
 
+# The printed edit of a NAT network's XML (test_the_printed_open_mode_edit_works_...).
+NAT_TO_OPEN = (
+    "sed -z -i -E \"s#<forward( [^>]*)?/>|<forward( [^>]*)?>.*</forward>#<forward mode='open'/>#\""
+)
+
 DEFAULT = (
     "# nftfwd model skeleton from libvirt network XML: default.xml\n"
     + HEADER
@@ -35,9 +42,15 @@ DEFAULT = (
       # WARNING: in NAT mode libvirt's own firewall rules reject new connections DNATed
       # to its guests, so no forward to this network can work. Switch it to open mode,
       # where libvirt adds no rules and nftfwd does the NAT:
-      #   virsh net-edit default
-      #     (replace the whole <forward mode='nat'>...</forward> by <forward mode='open'/>)
+      #   virsh net-dumpxml --inactive default > /tmp/default.xml
+"""
+    + f"      #   {NAT_TO_OPEN} /tmp/default.xml\n"
+    + """\
+      #   virsh net-define /tmp/default.xml
       #   virsh net-destroy default && virsh net-start default
+      #   or interactively: virsh net-edit default, replace <forward mode='nat'/> (or
+      #   the block <forward mode='nat'> ... </forward>) with <forward mode='open'/>;
+      #   then restart it as above
       #     (guests running on it may need a restart to get their link back)
       virbr0:
         subnet: "192.168.122.0/24"
@@ -86,9 +99,12 @@ ISOLATED_BRIDGE = """\
       # traffic between this bridge and other interfaces, so no forward can work. To
       # forward to these guests, switch it to open mode (the guests then also reach the
       # outside through nftfwd's masquerade):
-      #   virsh net-edit isolated
-      #     (add the element <forward mode='open'/>)
+      #   virsh net-dumpxml --inactive isolated > /tmp/isolated.xml
+      #   sed -i "s#</name>#&<forward mode='open'/>#" /tmp/isolated.xml
+      #   virsh net-define /tmp/isolated.xml
       #   virsh net-destroy isolated && virsh net-start isolated
+      #   or interactively: virsh net-edit isolated, add the element <forward
+      #   mode='open'/>; then restart it as above
       #     (guests running on it may need a restart to get their link back)
       virbr2:
         subnet: "192.168.100.0/24"
@@ -360,7 +376,7 @@ def test_a_bridge_imported_twice_is_skipped() -> None:
 def test_forward_without_mode_is_nat_and_route_mode_gets_a_hint() -> None:
     nat = skeleton(network(ip4(""), name="n1", forward="<forward/>"))
     assert "forward mode nat." in nat
-    assert "virsh net-edit n1\n" in nat
+    assert "virsh net-define /tmp/n1.xml\n" in nat
     route = skeleton(network(ip4(""), forward="<forward mode='route' dev='eth1'/>"))
     assert "you may want `masquerade: false`" in route
     assert "WARNING" not in route
@@ -371,7 +387,7 @@ def test_text_from_the_xml_cannot_escape_its_comment() -> None:
     text = import_networks([("we\nird.xml", xml)], host_name="kvm1")
     data = yaml.safe_load(text)
     assert set(data) == {"version", "hosts"}
-    assert "virsh net-edit 'evil?table: x?y'\n" in text
+    assert "virsh net-destroy 'evil?table: x?y' && virsh net-start 'evil?table: x?y'\n" in text
     assert "from libvirt network XML: we?ird.xml\n" in text
 
 
@@ -409,3 +425,51 @@ def test_bad_xml_is_one_error_naming_the_file(xml: str, message: str) -> None:
 )
 def test_hook_action(argv: list[str], action: str | None) -> None:
     assert hook_action(argv) == action
+
+
+# The <forward> shapes libvirt shows: `net-edit`/`net-dumpxml --inactive` of a network
+# defined from Debian's default, a running network's `net-dumpxml`, Debian's own file,
+# and a NAT block with an address range and a <dns> whose <forwarder>s must stay.
+FORWARD_SHAPES = {
+    "net-edit": "<forward mode='nat'/>",
+    "net-dumpxml": "<forward mode='nat'>\n    <nat>\n      <port start='1024' end='65535'/>\n"
+    "    </nat>\n  </forward>",
+    "debian-default": "<forward/>",
+    "nat-block-and-dns": "<forward dev='eth0' mode='nat'>\n    <nat><address start='203.0.113.5'"
+    " end='203.0.113.9'/></nat>\n    <interface dev='eth0'/>\n  </forward>\n  <dns>\n"
+    "    <forwarder addr='192.0.2.53'/>\n    <forwarder domain='lan' addr='192.0.2.54'>"
+    "</forwarder>\n  </dns>",
+}
+
+
+@pytest.mark.parametrize("shape", sorted(FORWARD_SHAPES))
+def test_the_printed_open_mode_edit_works_on_every_shape(shape: str, tmp_path: Path) -> None:
+    """The sed line of the fix, run as printed, leaves one <forward mode='open'/> and
+    every other element as it was (the define and restart need a libvirtd: tests/real)."""
+    xml = (
+        "<network>\n  <name>n1</name>\n  <uuid>30d80906-7512-467f-a644-027991adfe06</uuid>\n"
+        f"  {FORWARD_SHAPES[shape]}\n  <bridge name='virbr0' stp='on' delay='0'/>\n"
+        "  <ip address='192.168.122.1' netmask='255.255.255.0'/>\n</network>\n"
+    )
+    path = tmp_path / "n1.xml"
+    path.write_text(xml)
+    edit = open_mode_steps("n1")[1].replace("/tmp/n1.xml", str(path))
+    subprocess.run(["bash", "-c", edit], check=True)
+    before, after = ET.fromstring(xml), ET.parse(path).getroot()
+    (forward,) = after.findall("forward")
+    assert (forward.attrib, list(forward)) == ({"mode": "open"}, [])
+    rest = [ET.tostring(e) for e in after if e.tag != "forward"]
+    assert rest == [ET.tostring(e) for e in before if e.tag != "forward"]
+
+
+def test_the_printed_edit_gives_an_isolated_network_a_forward(tmp_path: Path) -> None:
+    path = tmp_path / "iso.xml"
+    path.write_text("<network>\n  <name>iso</name>\n  <bridge name='virbr2'/>\n</network>\n")
+    edit = open_mode_steps("iso", isolated=True)[1].replace("/tmp/iso.xml", str(path))
+    subprocess.run(["bash", "-c", edit], check=True)
+    root = ET.parse(path).getroot()
+    assert [(e.tag, e.attrib) for e in root] == [
+        ("name", {}),
+        ("forward", {"mode": "open"}),
+        ("bridge", {"name": "virbr2"}),
+    ]

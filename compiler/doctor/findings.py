@@ -6,6 +6,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Literal
 
+from nftfwd.libvirt import open_mode_steps
+
 # error: a forward fails now, or will after the next boot; warning: a risk that depends
 # on what an admin does later; note: worth knowing, nothing fails. Only errors fail
 # doctor (exit 1); --strict fails on warnings too.
@@ -175,7 +177,8 @@ def iptables_insert_fix(
 
 
 def libvirt_open_fix(bridge: str, network: str | None) -> str:
-    name = network or "NETWORK"
+    """Switch the libvirt network of `bridge` to open mode: runnable commands, then the
+    interactive way. `network` None (no libvirt XML names the bridge) prints NETWORK."""
     lines = []
     if network is None:
         lines.append(
@@ -183,14 +186,9 @@ def libvirt_open_fix(bridge: str, network: str | None) -> str:
             "(virsh net-list --all; virsh net-info NETWORK)"
         )
     lines += [
-        f"# switch libvirt network {name} to open mode and let nftfwd do the NAT "
-        "(masquerade: true, the default):",
-        f"#   in virsh net-edit {name} replace",
-        "#     <forward mode='nat'> ... </forward>",
-        "#   with",
-        "#     <forward mode='open'/>",
-        f"virsh net-edit {name}",
-        f"virsh net-destroy {name} && virsh net-start {name}",
+        f"# switch libvirt network {network or 'NETWORK'} to open mode and let nftfwd do the "
+        "NAT (masquerade: true, the default):",
+        *open_mode_steps(network or "NETWORK"),
         "# restart or re-attach the guests on it (their interfaces left the bridge), "
         "then: nftfwd load",
     ]

@@ -27,7 +27,8 @@ PROGRESS_AFTER_S = 1.0
 @dataclass(frozen=True)
 class Flow:
     """Connections DNATed by a forward that is gone: host ports first..last (one family,
-    one protocol) went to `address`, port `to_port` onwards (the same offsets)."""
+    one protocol) went to `address`, port `to_port` onwards (the same offsets), or with
+    `step` 0 all to port `to_port` (a range onto one port)."""
 
     family: str  # ip, ip6
     proto: str  # tcp, udp
@@ -35,6 +36,7 @@ class Flow:
     last: int
     address: str
     to_port: int
+    step: int = 1
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,6 +50,7 @@ class Flow:
             int(data["last"]),
             str(data["address"]),
             int(data["to_port"]),
+            int(data.get("step", 1)),
         )
 
 
@@ -55,7 +58,15 @@ def gone_flows(changes: Iterable[ForwardChange]) -> list[Flow]:
     """The flows of removed or retargeted forwards; those of forwards that stay are not
     touched (a flow is matched by what it was DNATed to)."""
     return [
-        Flow(c.key.family, c.key.proto, c.key.port, c.last_port, c.old.address, c.old.port)
+        Flow(
+            c.key.family,
+            c.key.proto,
+            c.key.port,
+            c.last_port,
+            c.old.address,
+            c.old.port,
+            c.old_step,
+        )
         for c in changes
         if c.change in ("-", "~") and c.old is not None
     ]
@@ -105,20 +116,31 @@ def _say(message: str) -> None:
 def gone_entries(entries: Iterable[Tracked], flows: list[Flow]) -> list[Tracked]:
     """The tracked connections that belong to `flows`: the original destination port
     lies in a flow's range, and the reply comes from the flow's guest address and port
-    at the same offset (a forward that stays, or another guest, is left alone)."""
-    # (family, protocol, guest address, guest port - host port) -> host port ranges
-    ranges: dict[tuple[str, int, bytes, int], list[tuple[int, int]]] = defaultdict(list)
+    at the same offset, or from its one port (a forward that stays, or another guest, is
+    left alone)."""
+    # (family, protocol, guest address, step, guest port - host port * step) -> host ports
+    ranges: dict[tuple[str, int, bytes, int, int], list[tuple[int, int]]] = defaultdict(list)
     for flow in flows:
         guest = ipaddress.ip_address(flow.address).packed
-        key = (flow.family, PROTO_NUMBER[flow.proto], guest, flow.to_port - flow.first)
-        ranges[key].append((flow.first, flow.last))
+        moved = flow.to_port - flow.first * flow.step
+        ranges[(flow.family, PROTO_NUMBER[flow.proto], guest, flow.step, moved)].append(
+            (flow.first, flow.last)
+        )
     return [
         entry
         for entry in entries
         if any(
             first <= entry.dport <= last
+            for step in (1, 0)
             for first, last in ranges.get(
-                (entry.family, entry.proto, entry.reply_src, entry.reply_sport - entry.dport), ()
+                (
+                    entry.family,
+                    entry.proto,
+                    entry.reply_src,
+                    step,
+                    entry.reply_sport - entry.dport * step,
+                ),
+                (),
             )
         )
     ]

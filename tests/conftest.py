@@ -29,6 +29,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         action="store_true",
         help="rewrite golden/ from the current compiler output (review with git diff)",
     )
+    parser.addoption(
+        "--update-readme",
+        action="store_true",
+        help="rewrite README's transcripts from the real output (tests/test_readme.py)",
+    )
 
 
 @cache

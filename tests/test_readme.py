@@ -1,12 +1,13 @@
 """README's transcripts are real output: each is compared with what its commands print.
 
-A transcript is a fenced block of README.md whose first line is `$ nftfwd ...`: each
-`$ nftfwd ...` line is a command, the lines after it its output (stdout and stderr as a
-terminal shows them, interleaved), and an optional last line `[exit N]` its exit code
-(none shown: it must exit 0). Every transcript is either checked here, by running its
-commands in a scene that has the files and the host it talks about (SCENES), or listed in
-NOT_PRODUCIBLE with the reason; a transcript that is neither fails the test, and so does
-a listed one README no longer shows.
+A transcript is a fenced block of README.md with a line `$ ...` (its first line must be
+one, and a command other than `nftfwd ...` fails the check): each `$ ` line is a command,
+the lines after it its output (stdout and stderr as a terminal shows them, interleaved),
+and an optional last line `[exit N]` its exit code (none shown: it must exit 0). Every
+transcript is either checked here, by running its commands in a scene that has the files
+and the host it talks about (SCENES), or listed in NOT_PRODUCIBLE with the reason; a
+transcript that is neither fails the test, and so does a listed one README no longer
+shows.
 
 The comparison is exact, line for line, after this normalisation of the real output only:
 - the scene's temporary paths read as README writes them: the state directory as
@@ -114,8 +115,10 @@ def fenced_blocks(text: str) -> Iterator[list[str]]:
 def transcripts(text: str) -> list[Transcript]:
     found = []
     for body in fenced_blocks(text):
-        if not body or not body[0].startswith("$ nftfwd"):
+        if not any(line.startswith("$ ") for line in body):
             continue
+        if not body[0].startswith("$ "):
+            raise ValueError(f"a transcript must start with its command: {body[0]!r}")
         runs: list[tuple[str, list[str]]] = []  # each command and the lines after it
         for line in body:
             if line.startswith("$ "):

@@ -261,7 +261,9 @@ def test_libvirtd_runs_the_installed_hook_on_net_start_and_net_update(
     lv, _ = libvirt
     start_default_network(lv)
     hook = install_hook(lv, model_text(lv, 2222))
-    assert hook.endswith(f'exec {lv.nftfwd} libvirt hook "$@"\n'), hook
+    # libvirt passes a hook no NFTFWD_* variables: the model and state are written into it.
+    fixed_paths = f"--model {MODEL} --state-dir /var/lib/nftfwd"
+    assert hook.endswith(f'exec {lv.nftfwd} libvirt hook {fixed_paths} "$@"\n'), hook
     assert forwarded_ports(lv) is None  # a restart of libvirtd runs no hook
 
     lv.sh("virsh net-destroy default && virsh net-start default")
@@ -271,6 +273,11 @@ def test_libvirtd_runs_the_installed_hook_on_net_start_and_net_update(
     host = f"<host mac='{GUEST_MAC}' name='centos' ip='{GUEST_ADDRESS}'/>"
     lv.run("virsh", "net-update", "default", "add", "ip-dhcp-host", host, "--live", "--config")
     assert forwarded_ports(lv) == [2222, 2223]  # ... and reloaded it on "updated"
+    # Beside libvirtd there is no journal (/run is a tmpfs) and no syslog: the hook's
+    # messages land whole in the state directory, where an admin reads them.
+    log = lv.run("cat", "/var/lib/nftfwd/hook.log").stdout
+    assert "libvirt network default started begin: reloaded" in log, log
+    assert "libvirt network default updated begin: reloaded" in log, log
 
 
 @pytest.mark.parametrize(

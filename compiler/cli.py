@@ -299,7 +299,7 @@ def install(
 ) -> None:
     """Boot persistence: the systemd unit, the model in /etc/nftfwd, the libvirt hook."""
     from nftfwd.config import load_model, model_path
-    from nftfwd.install import apply_install, install_plan
+    from nftfwd.install import apply_install, install_plan, packaged_unit
 
     path = model_path(model)
     loaded = load_model(path)
@@ -313,12 +313,19 @@ def install(
     changed = set(apply_install(plan))
     for planned in plan:
         print(f"{'wrote' if planned.path in changed else 'kept '} {planned.path}: {planned.note}")
+    packaged = packaged_unit(root)
+    if packaged is not None:
+        print(f"uses the packaged unit {packaged}; nftfwd writes no unit of its own.")
     if root == Path("/"):
-        from nftfwd.kernel.system import systemctl
+        from nftfwd.kernel.system import systemctl, systemd_running
 
-        systemctl("daemon-reload")
-        systemctl("enable", "--now", "nftfwd.service")
-        print("enabled nftfwd.service; it loads the model now and at every boot.")
+        if systemd_running():
+            systemctl("daemon-reload")
+            systemctl("enable", "--now", "nftfwd.service")
+            print("enabled nftfwd.service; it loads the model now and at every boot.")
+        else:  # a chroot or an image being built: enabling works offline, starting does not
+            systemctl("enable", "nftfwd.service")
+            print("enabled nftfwd.service; systemd is not running here: it loads at boot.")
 
 
 @app.command()
@@ -326,29 +333,27 @@ def uninstall(
     root: RootOpt = Path("/"),
     purge: Annotated[bool, typer.Option("--purge", help="Remove the model too.")] = False,
 ) -> None:
-    """Remove the unit, the hook and nftfwd's table; nothing else."""
-    from nftfwd.install import MODEL
-    from nftfwd.install import uninstall as remove_files
+    """Remove the unit (disable the packaged one), the hook and nftfwd's table; nothing else."""
+    import contextlib
 
-    table = "nftfwd"
+    from nftfwd.install import DEFAULT_TABLE, MODEL
+    from nftfwd.install import uninstall as remove_files
+    from nftfwd.kernel.system import delete_table, systemctl, systemd_running
+
+    table = DEFAULT_TABLE
     if (root / MODEL).exists():
         from nftfwd.config import load_model
 
         table = load_model(root / MODEL).table
+    running = root == Path("/") and systemd_running()
     if root == Path("/"):
-        import contextlib
-
-        from nftfwd.kernel.system import delete_table, systemctl
-
         with contextlib.suppress(NftfwdError):  # not installed, or not a systemd host
-            systemctl("disable", "--now", "nftfwd.service")
+            systemctl("disable", *(["--now"] if running else []), "nftfwd.service")
         delete_table("inet", table)
         print(f"removed table inet {table}.")
     for path in remove_files(root, purge=purge):
         print(f"removed {path}")
-    if root == Path("/"):
-        from nftfwd.kernel.system import systemctl
-
+    if running:
         with contextlib.suppress(NftfwdError):
             systemctl("daemon-reload")
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+from pathlib import Path
 
 from nftfwd.errors import NftfwdError
 from nftfwd.kernel.libnft import Nft
@@ -16,6 +17,11 @@ def systemctl(*args: str) -> None:
     proc = subprocess.run([tool, *args], capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise NftfwdError(f"`systemctl {' '.join(args)}` failed: {proc.stderr.strip()}")
+
+
+def systemd_running() -> bool:
+    """Whether systemd runs this system (sd_booted(3)): not so in a chroot or an image build."""
+    return Path("/run/systemd/system").is_dir()
 
 
 def delete_table(family: str, table: str) -> None:

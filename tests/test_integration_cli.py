@@ -39,6 +39,23 @@ def test_install_and_uninstall_into_a_staging_tree(tmp_path: Path) -> None:
     assert (tmp_path / "etc/nftfwd/keep.txt").read_text() == "the admin's"
 
 
+def test_install_into_a_tree_with_the_packaged_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "usr/lib/systemd/system/nftfwd.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    result = run_cli("install", str(HOMELAB), "--root", str(tmp_path))
+    assert result.code == 0, result.stderr
+    assert f"uses the packaged unit {unit}" in result.stdout
+    assert not (tmp_path / "etc/systemd/system/nftfwd.service").exists()
+    # This nftfwd is not the package's /usr/bin/nftfwd: the drop-in runs this one instead.
+    drop_in = tmp_path / "etc/systemd/system/nftfwd.service.d/nftfwd-install.conf"
+    exec_start = drop_in.read_text().split("ExecStart=\nExecStart=")[1].split()[0]
+    assert exec_start != "/usr/bin/nftfwd" and exec_start.endswith("/nftfwd")
+    removed = run_cli("uninstall", "--root", str(tmp_path))
+    assert removed.code == 0, removed.stderr
+    assert not drop_in.exists() and unit.read_text() == "[Service]\n"
+
+
 def test_install_refuses_a_model_with_errors(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("version: 1\nhosts: {}\n")

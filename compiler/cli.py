@@ -439,7 +439,7 @@ def install(
     example on a host without systemd); 2 error, nothing changed.
     """
     from nftfwd.config import load_model, model_path
-    from nftfwd.install import apply_install, install_plan
+    from nftfwd.install import apply_install, install_plan, packaged_unit
 
     path = model_path(model)
     loaded = load_model(path)
@@ -455,6 +455,9 @@ def install(
     changed = set(apply_install(plan))
     for planned in plan:
         print(f"{'wrote' if planned.path in changed else 'kept '} {planned.path}: {planned.note}")
+    packaged = packaged_unit(root)
+    if packaged is not None:
+        print(f"uses the packaged unit {packaged}; nftfwd writes no unit of its own.")
     if root != Path("/"):
         print(f"to start it at boot in that tree: systemctl --root={root} enable nftfwd.service")
         return
@@ -511,11 +514,13 @@ def uninstall(
     root: RootOpt = Path("/"),
     purge: Annotated[bool, typer.Option("--purge", help="Remove the model too.")] = False,
 ) -> None:
-    """Remove the unit, the hook and nftfwd's table; nothing else.
+    """Remove the unit (disable the packaged one), the hook and nftfwd's table; nothing else.
 
     Exit codes: 0 done; 1 done in part (systemd could not disable the unit: printed);
     2 error.
     """
+    import contextlib
+
     from nftfwd.install import uninstall as remove_files
 
     live = root == Path("/")
@@ -533,6 +538,9 @@ def uninstall(
                 systemctl("disable", "--now", "nftfwd.service")
             except NftfwdError as err:
                 failed.append(str(err))
+        else:  # a chroot: disabling works offline; not installed is fine too
+            with contextlib.suppress(NftfwdError):
+                systemctl("disable", "nftfwd.service")
         delete_table("inet", table)
         print(f"removed table inet {table}.")
     for path in remove_files(root, purge=purge):

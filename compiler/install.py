@@ -8,6 +8,11 @@ nftfwd's table), then `systemctl daemon-reload`. libvirt only notices a hook tha
 existed when its daemon started: after the first install, restart libvirtd (or
 virtnetworkd); running guests and networks are not affected by that.
 
+Installed from the Debian package, nftfwd.service already exists in /usr/lib/systemd/system
+(built from `unit_text` too, so the two cannot differ): install then writes no unit of its
+own, only a drop-in when the model's table or the nftfwd command differ from the packaged
+unit's, and uninstall never removes a file the package owns.
+
 The unit's choices:
 - After the network, nftables.service and libvirt: at boot nftables.service loads
   /etc/nftables.conf (on Debian, `flush ruleset` first) before nftfwd adds its table.
@@ -41,6 +46,17 @@ from nftfwd.files import write_all_atomically
 from nftfwd.kernel.state import DEFAULT_STATE_DIR
 
 UNIT = Path("etc/systemd/system/nftfwd.service")
+# Where a distribution package puts the unit (Debian 12's debhelper: /lib; later: /usr/lib),
+# the command its unit runs and the table it is for.
+PACKAGED_UNITS = (
+    Path("usr/lib/systemd/system/nftfwd.service"),
+    Path("lib/systemd/system/nftfwd.service"),
+)
+PACKAGED_BIN = "/usr/bin/nftfwd"
+DEFAULT_TABLE = "nftfwd"
+DROP_IN = Path("etc/systemd/system/nftfwd.service.d/nftfwd-install.conf")
+# dpkg's list of the files of the installed nftfwd package.
+PACKAGE_FILES = Path("var/lib/dpkg/info/nftfwd.list")
 MODEL = Path("etc/nftfwd/nftfwd.yaml")
 LIBVIRT_DIR = Path("etc/libvirt")
 HOOK = Path("etc/libvirt/hooks/network")
@@ -56,9 +72,21 @@ _HOOK_HEAD = (
 )
 # libvirt gives a hook only PATH, HOME, LC_ALL and the like: the model and the state
 # directory are written into the hook, never looked up through NFTFWD_* variables.
-_HOOK_EXEC = 'exec {} libvirt hook --model {} --state-dir {} "$@"\n'
-# Also the hooks of earlier versions, which passed no paths.
-_HOOK_RE = re.compile(re.escape(_HOOK_HEAD) + r'exec [^\n]+ libvirt hook [^\n]*"\$@"\n')
+# libvirt fails to start a network when its hook fails: once nftfwd is gone (a removed
+# package, a deleted venv) the hook does nothing, so a forgotten hook never breaks libvirt.
+_HOOK_GUARD_NOTE = "# Once nftfwd is gone, do nothing: a failing hook stops libvirt's networks.\n"
+_HOOK_BODY = (
+    _HOOK_GUARD_NOTE
+    + "[ -x {cmd} ] || exit 0\n"
+    + 'exec {cmd} libvirt hook --model {model} --state-dir {state} "$@"\n'
+)
+# What nftfwd writes, and what earlier versions wrote (no guard, no paths): still nftfwd's.
+_HOOK_RE = re.compile(
+    re.escape(_HOOK_HEAD)
+    + f"(?:{re.escape(_HOOK_GUARD_NOTE)}"
+    + r"\[ -x (?P<guard>[^\n]+) \] \|\| exit 0\n)?"
+    + r'exec (?P<cmd>[^\n]+) libvirt hook (?:--model [^\n]+ --state-dir [^\n]+ )?"\$@"\n'
+)
 
 
 @dataclass(frozen=True)
@@ -93,14 +121,7 @@ def install_plan(
         raise NftfwdError(f"--root {root}: not a directory; give the directory to install into.")
     if not _TABLE.fullmatch(table):
         raise NftfwdError(f"{table!r} is not a valid nftfwd table name.")
-    plan = [
-        PlannedFile(
-            root / UNIT,
-            unit_text(nftfwd_bin=nftfwd_bin, table=table),
-            0o644,
-            "systemd unit: loads the model at boot and when nftables.service restarts",
-        )
-    ]
+    plan = _plan_unit(root, nftfwd_bin, table)
     model = _plan_model(root, model_path, force)
     if model is not None:
         plan.append(model)
@@ -144,39 +165,60 @@ def uninstall(root: Path, *, purge: bool = False) -> list[Path]:
     A libvirt hook is removed only while its content is exactly what nftfwd writes, so a
     hook another program (or the admin) wrote or edited stays. Enablement links the
     caller's `systemctl disable` missed (in a staging tree) are removed with the unit.
+    A file the installed nftfwd package owns is never removed: the package manager
+    removes those.
     """
+    owned = _package_files(root)
     removed: list[Path] = []
-    links = sorted((root / UNIT.parent).glob(f"*.wants/{UNIT.name}"))
-    for path in [*filter(Path.is_symlink, links), root / UNIT]:
-        if path.is_symlink() or path.is_file():
+
+    def remove(path: Path) -> None:
+        if "/" + path.relative_to(root).as_posix() not in owned:
             path.unlink()
             removed.append(path)
+
+    links = sorted((root / UNIT.parent).glob(f"*.wants/{UNIT.name}"))
+    for path in [*filter(Path.is_symlink, links), root / UNIT, root / DROP_IN]:
+        if path.is_symlink() or path.is_file():
+            remove(path)
+    with contextlib.suppress(OSError):  # only if empty: anything else is not nftfwd's
+        (root / DROP_IN).parent.rmdir()
     for hook in (root / HOOK, root / HOOK_IN_DIR):
         if is_nftfwd_hook(hook):
-            hook.unlink()
-            removed.append(hook)
+            remove(hook)
     if purge:
         model = root / MODEL
         if model.is_file() or model.is_symlink():
-            model.unlink()
-            removed.append(model)
+            remove(model)
         with contextlib.suppress(OSError):  # only if empty: anything else is not nftfwd's
             model.parent.rmdir()
     return removed
 
 
-def unit_text(*, nftfwd_bin: str, table: str) -> str:
-    """The content of nftfwd.service (see the module's docstring for its choices)."""
+def packaged_unit(root: Path) -> Path | None:
+    """The unit a distribution package installed under `root`, if there is one."""
+    return next((root / unit for unit in PACKAGED_UNITS if (root / unit).is_file()), None)
+
+
+def unit_text(*, nftfwd_bin: str, table: str, packaged: bool = False) -> str:
+    """The content of nftfwd.service (see the module's docstring for its choices).
+
+    `packaged` is the unit a distribution package ships (built from this text when the
+    package is built), which `nftfwd install` enables rather than writes.
+    """
     _check_command(nftfwd_bin)
-    load = _systemd_command([nftfwd_bin, "load", "--atomic", "--yes", "/" + str(MODEL)])
-    stop = _systemd_command([NFT, f"add table inet {table}; delete table inet {table}"])
+    load, stop = _exec_commands(nftfwd_bin, table)
+    origin = (
+        "# Shipped by the nftfwd package; `nftfwd install` (or `systemctl enable nftfwd`)\n"
+        "# enables it, `nftfwd uninstall` disables it.\n"
+        if packaged
+        else "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
+    )
     return (
-        "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
-        f"# Loads /{MODEL} into the nftables table inet {table} at boot, again when\n"
+        origin + f"# Loads /{MODEL} into the nftables table inet {table} at boot, again when\n"
         "# nftables.service restarts (its flush removes every table) and on `systemctl\n"
         f"# reload nftfwd`; `systemctl stop nftfwd` deletes table inet {table}, nothing else.\n"
         "[Unit]\n"
-        f"Description=nftfwd port forwards (nftables table inet {table})\n"
+        f"Description={_description(table)}\n"
         "Wants=network-online.target\n"
         "After=network-online.target nftables.service libvirtd.service virtnetworkd.service\n"
         "PartOf=nftables.service\n"
@@ -194,19 +236,74 @@ def unit_text(*, nftfwd_bin: str, table: str) -> str:
     )
 
 
+def drop_in_text(*, nftfwd_bin: str, table: str) -> str:
+    """A drop-in that points the packaged unit at another table or nftfwd command."""
+    _check_command(nftfwd_bin)
+    load, stop = _exec_commands(nftfwd_bin, table)
+    # An empty ExecStart= (and so on) first clears the packaged unit's command.
+    return (
+        "# Written by `nftfwd install`, removed by `nftfwd uninstall`: the packaged\n"
+        f"# nftfwd.service, for the table inet {table} and the command {nftfwd_bin}.\n"
+        "[Unit]\n"
+        f"Description={_description(table)}\n"
+        "\n"
+        "[Service]\n"
+        "ExecStart=\n"
+        f"ExecStart={load}\n"
+        "ExecReload=\n"
+        f"ExecReload={load}\n"
+        "ExecStop=\n"
+        f"ExecStop={stop}\n"
+    )
+
+
 def hook_text(nftfwd_bin: str) -> str:
     """The content of nftfwd's libvirt network hook."""
     _check_command(nftfwd_bin)
-    paths = (nftfwd_bin, "/" + str(MODEL), str(DEFAULT_STATE_DIR))
-    return _HOOK_HEAD + _HOOK_EXEC.format(*map(shlex.quote, paths))
+    quoted = {
+        "cmd": shlex.quote(nftfwd_bin),
+        "model": shlex.quote("/" + str(MODEL)),
+        "state": shlex.quote(str(DEFAULT_STATE_DIR)),
+    }
+    return _HOOK_HEAD + _HOOK_BODY.format(**quoted)
 
 
 def is_nftfwd_hook(path: Path) -> bool:
-    """Whether `path` is a hook file exactly as nftfwd writes it (for any nftfwd path)."""
+    """Whether `path` is a hook file exactly as nftfwd writes it (for any nftfwd path).
+
+    Also as nftfwd wrote it before the hook checked that nftfwd is still there.
+    """
     try:
-        return path.is_file() and _HOOK_RE.fullmatch(path.read_text(encoding="utf-8")) is not None
+        if not path.is_file():
+            return False
+        found = _HOOK_RE.fullmatch(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError):
         return False
+    return found is not None and found["guard"] in (None, found["cmd"])
+
+
+def _plan_unit(root: Path, nftfwd_bin: str, table: str) -> list[PlannedFile]:
+    packaged = packaged_unit(root)
+    if packaged is None:
+        return [
+            PlannedFile(
+                root / UNIT,
+                unit_text(nftfwd_bin=nftfwd_bin, table=table),
+                0o644,
+                "systemd unit: loads the model at boot and when nftables.service restarts",
+            )
+        ]
+    # The packaged unit as it is, unless a drop-in from an earlier install must be updated.
+    if (nftfwd_bin, table) == (PACKAGED_BIN, DEFAULT_TABLE) and not (root / DROP_IN).exists():
+        return []
+    return [
+        PlannedFile(
+            root / DROP_IN,
+            drop_in_text(nftfwd_bin=nftfwd_bin, table=table),
+            0o644,
+            f"drop-in for the packaged unit {packaged}: table inet {table}, command {nftfwd_bin}",
+        )
+    ]
 
 
 def _plan_model(root: Path, model_path: Path, force: bool) -> PlannedFile | None:
@@ -256,6 +353,25 @@ def _plan_hook(root: Path, nftfwd_bin: str, force: bool) -> PlannedFile:
         f"libvirt network hook, beside the existing {main}, which is not nftfwd's and stays "
         "as it is (libvirt 6.5 and later also runs the hooks in network.d)" + restart,
     )
+
+
+def _package_files(root: Path) -> frozenset[str]:
+    try:
+        listed = (root / PACKAGE_FILES).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return frozenset()
+    return frozenset(line for line in listed.splitlines() if line.startswith("/"))
+
+
+def _description(table: str) -> str:
+    return f"nftfwd port forwards (nftables table inet {table})"
+
+
+def _exec_commands(nftfwd_bin: str, table: str) -> tuple[str, str]:
+    """The unit's load command (ExecStart, ExecReload) and its stop command."""
+    load = _systemd_command([nftfwd_bin, "load", "--atomic", "--yes", "/" + str(MODEL)])
+    stop = _systemd_command([NFT, f"add table inet {table}; delete table inet {table}"])
+    return load, stop
 
 
 def _check_command(path: str) -> None:

@@ -12,12 +12,15 @@ from pathlib import Path
 import pytest
 
 from nftfwd.errors import NftfwdError
+from nftfwd.install import HOOK as HOOK_PATH
 from nftfwd.install import (
     NFT,
+    PACKAGED_BIN,
     PlannedFile,
     apply_install,
     hook_text,
     install_plan,
+    packaged_unit,
     uninstall,
     unit_text,
 )
@@ -48,14 +51,15 @@ ExecStop=/usr/sbin/nft "add table inet nftfwd; delete table inet nftfwd"
 WantedBy=multi-user.target nftables.service
 """
 
-HOOK = (
-    "#!/bin/sh\n"
-    "# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.\n"
-    "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
-    "exec /usr/local/bin/nftfwd libvirt hook --model /etc/nftfwd/nftfwd.yaml"
-    ' --state-dir /var/lib/nftfwd "$@"\n'
-)
-
+HOOK = """\
+#!/bin/sh
+# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.
+# Written by `nftfwd install`, removed by `nftfwd uninstall`.
+# Once nftfwd is gone, do nothing: a failing hook stops libvirt's networks.
+[ -x /usr/local/bin/nftfwd ] || exit 0
+exec /usr/local/bin/nftfwd libvirt hook --model /etc/nftfwd/nftfwd.yaml \
+--state-dir /var/lib/nftfwd "$@"
+"""
 
 FOREIGN_HOOK = "#!/bin/sh\n# the admin's own network hook\nlogger libvirt network $1 $2\n"
 
@@ -445,3 +449,138 @@ def test_hook_script_passes_arguments_and_stdin_to_nftfwd(tmp_path: Path) -> Non
         "libvirt|hook|--model|/etc/nftfwd/nftfwd.yaml|--state-dir|/var/lib/nftfwd|"
         "my net|started|begin|-|<network/>\n"
     )
+
+
+def test_hook_does_nothing_once_nftfwd_is_gone(tmp_path: Path) -> None:
+    """libvirt fails a network's start when its hook fails: a hook left behind after
+    nftfwd was removed exits 0, whatever libvirt passes."""
+    hook = tmp_path / "network"
+    hook.write_text(hook_text(str(tmp_path / "removed" / "nftfwd")), encoding="utf-8")
+    hook.chmod(0o755)
+    result = subprocess.run(
+        [str(hook), "default", "started", "begin", "-"],
+        input="<network/>\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+
+
+def test_a_hook_from_before_the_guard_is_still_nftfwds(root: Path, model: Path) -> None:
+    """Hooks nftfwd wrote before they checked for nftfwd are replaced and removed as its own."""
+    old = (
+        "#!/bin/sh\n"
+        "# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.\n"
+        "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
+        'exec /usr/local/bin/nftfwd libvirt hook "$@"\n'
+    )
+    hooks = root / "etc/libvirt/hooks"
+    hooks.mkdir()
+    (hooks / "network").write_text(old, encoding="utf-8")
+    install(root, model)
+    assert tree(root)["etc/libvirt/hooks/network"] == (0o755, HOOK)
+    (hooks / "network").write_text(old, encoding="utf-8")
+    assert hooks / "network" in uninstall(root)
+
+
+def test_a_hook_whose_guard_names_another_command_is_foreign(root: Path, model: Path) -> None:
+    hooks = root / "etc/libvirt/hooks"
+    hooks.mkdir()
+    edited = HOOK.replace("[ -x /usr/local/bin/nftfwd ]", "[ -x /usr/bin/other ]")
+    (hooks / "network").write_text(edited, encoding="utf-8")
+    assert install(root, model)[-1].path == hooks / "network.d/nftfwd"
+
+
+def packaged(root: Path, where: str = "lib/systemd/system") -> Path:
+    """`root` as a system with nftfwd's Debian package: its unit, and dpkg's file list."""
+    unit = root / where / "nftfwd.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text(unit_text(nftfwd_bin=PACKAGED_BIN, table="nftfwd", packaged=True))
+    files = root / "var/lib/dpkg/info/nftfwd.list"
+    files.parent.mkdir(parents=True)
+    files.write_text(f"/.\n/{where}\n/{where}/nftfwd.service\n/usr/bin/nftfwd\n")
+    return unit
+
+
+@pytest.mark.parametrize("where", ["lib/systemd/system", "usr/lib/systemd/system"])
+def test_install_uses_the_packaged_unit(root: Path, model: Path, where: str) -> None:
+    unit = packaged(root, where)
+    before = unit.read_text()
+    plan = install_plan(root=root, model_path=model, nftfwd_bin=PACKAGED_BIN, table="nftfwd")
+    assert packaged_unit(root) == unit
+    assert [p.path for p in plan] == [root / "etc/nftfwd/nftfwd.yaml", root / HOOK_PATH]
+    apply_install(plan)
+    assert not (root / "etc/systemd/system").exists()  # no second unit, no drop-in
+    assert unit.read_text() == before
+
+
+def test_packaged_unit_differs_from_the_written_one_only_in_its_origin() -> None:
+    written = unit_text(nftfwd_bin=PACKAGED_BIN, table="nftfwd").splitlines()
+    shipped = unit_text(nftfwd_bin=PACKAGED_BIN, table="nftfwd", packaged=True).splitlines()
+    assert written[1:] == shipped[2:]
+    assert "nftfwd install" in shipped[0] and "package" in shipped[0]
+
+
+def test_install_for_another_table_or_command_adds_a_drop_in(root: Path, model: Path) -> None:
+    packaged(root)
+    plan = install_plan(root=root, model_path=model, nftfwd_bin=BIN, table="lab")
+    drop_in = root / "etc/systemd/system/nftfwd.service.d/nftfwd-install.conf"
+    assert plan[0].path == drop_in
+    apply_install(plan)
+    assert drop_in.read_text() == (
+        "# Written by `nftfwd install`, removed by `nftfwd uninstall`: the packaged\n"
+        "# nftfwd.service, for the table inet lab and the command /usr/local/bin/nftfwd.\n"
+        "[Unit]\n"
+        "Description=nftfwd port forwards (nftables table inet lab)\n"
+        "\n"
+        "[Service]\n"
+        "ExecStart=\n"
+        "ExecStart=/usr/local/bin/nftfwd load --atomic --yes /etc/nftfwd/nftfwd.yaml\n"
+        "ExecReload=\n"
+        "ExecReload=/usr/local/bin/nftfwd load --atomic --yes /etc/nftfwd/nftfwd.yaml\n"
+        "ExecStop=\n"
+        'ExecStop=/usr/sbin/nft "add table inet lab; delete table inet lab"\n'
+    )
+    assert not (root / "etc/systemd/system/nftfwd.service").exists()
+    # Back to the packaged unit's table and command: the drop-in follows, not stays behind.
+    plan = install_plan(root=root, model_path=model, nftfwd_bin=PACKAGED_BIN, table="nftfwd")
+    assert apply_install(plan)[0] == drop_in
+    assert 'ExecStop=/usr/sbin/nft "add table inet nftfwd; ' in drop_in.read_text()
+    assert drop_in in uninstall(root)
+    assert not drop_in.parent.exists()
+
+
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None or not Path(NFT).exists(),
+    reason="needs systemd-analyze and nft",
+)
+def test_packaged_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+    command = tmp_path / "bin" / "nftfwd"
+    command.parent.mkdir()
+    command.write_text("#!/bin/sh\n", encoding="utf-8")
+    command.chmod(0o755)
+    unit = tmp_path / "nftfwd.service"
+    unit.write_text(unit_text(nftfwd_bin=str(command), table="nftfwd", packaged=True))
+    result = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_uninstall_never_removes_a_file_the_package_owns(root: Path, model: Path) -> None:
+    unit = packaged(root)
+    install(root, model)  # as a pip-installed nftfwd would: its own unit and hook
+    units = root / "etc/systemd/system"
+    (units / "multi-user.target.wants").mkdir()
+    (units / "multi-user.target.wants/nftfwd.service").symlink_to(unit)
+    # Were the package to own one of the files uninstall removes, it stays.
+    listing = root / "var/lib/dpkg/info/nftfwd.list"
+    listing.write_text(listing.read_text() + "/etc/libvirt/hooks/network\n")
+    removed = uninstall(root, purge=True)
+    assert root / HOOK_PATH not in removed and (root / HOOK_PATH).is_file()
+    assert units / "multi-user.target.wants/nftfwd.service" in removed
+    assert unit.is_file() and (root / "var/lib/dpkg/info/nftfwd.list").is_file()

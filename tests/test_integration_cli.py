@@ -119,10 +119,9 @@ def test_install_where_systemd_is_not_running_enables_offline(netns: str, tmp_pa
 
     removed = _without_systemd(netns, tmp_path, "uninstall", "--purge")
     assert removed.returncode == 0, removed.stderr
+    # systemctl disables offline first (the links go with it), then the files go.
     assert removed.stdout.splitlines() == [
         "removed table inet nftfwd.",
-        "removed /etc/systemd/system/multi-user.target.wants/nftfwd.service",
-        "removed /etc/systemd/system/nftables.service.wants/nftfwd.service",
         "removed /etc/systemd/system/nftfwd.service",
         f"removed /etc/{hook.relative_to(upper)}",
         "removed /etc/nftfwd/nftfwd.yaml",
@@ -163,6 +162,23 @@ def test_install_on_a_host_without_systemd_is_done_in_part(netns: str, tmp_path:
     ]
     assert [p for p in upper.rglob("*") if p.is_file() and p.stat().st_size] == []
     assert _tables(netns) == ""
+
+
+def test_install_into_a_tree_with_the_packaged_unit(tmp_path: Path) -> None:
+    unit = tmp_path / "usr/lib/systemd/system/nftfwd.service"
+    unit.parent.mkdir(parents=True)
+    unit.write_text("[Service]\n")
+    result = run_cli("install", str(HOMELAB), "--root", str(tmp_path))
+    assert result.code == 0, result.stderr
+    assert f"uses the packaged unit {unit}" in result.stdout
+    assert not (tmp_path / "etc/systemd/system/nftfwd.service").exists()
+    # This nftfwd is not the package's /usr/bin/nftfwd: the drop-in runs this one instead.
+    drop_in = tmp_path / "etc/systemd/system/nftfwd.service.d/nftfwd-install.conf"
+    exec_start = drop_in.read_text().split("ExecStart=\nExecStart=")[1].split()[0]
+    assert exec_start != "/usr/bin/nftfwd" and exec_start.endswith("/nftfwd")
+    removed = run_cli("uninstall", "--root", str(tmp_path))
+    assert removed.code == 0, removed.stderr
+    assert not drop_in.exists() and unit.read_text() == "[Service]\n"
 
 
 def test_install_refuses_a_model_with_errors(tmp_path: Path) -> None:

@@ -19,14 +19,14 @@ def systemctl(*args: str) -> None:
         raise NftfwdError(f"`systemctl {' '.join(args)}` failed: {proc.stderr.strip()}")
 
 
+def systemd_running() -> bool:
+    """Whether systemd runs this system (sd_booted(3)): not so in a chroot or an image build."""
+    return Path("/run/systemd/system").is_dir()
+
+
 def delete_table(family: str, table: str) -> None:
     """Remove one table whether or not it exists, as one transaction."""
     Nft().apply_text(
         f"table {family} {table}\ndelete table {family} {table}\n",
         f"removing table {family} {table}",
     )
-
-
-def systemd_running() -> bool:
-    """Whether systemd is this host's init (sd_booted(3): /run/systemd/system exists)."""
-    return Path("/run/systemd/system").is_dir()

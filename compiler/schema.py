@@ -95,7 +95,8 @@ def _problem(doc: Document, path: KeyPath, message: str) -> Problem:
 
 def _problems(doc: Document, error: ValidationError) -> list[Problem]:
     path: KeyPath = tuple(error.absolute_path)
-    kind = error.validator
+    # The keyword that refused (a str); older stubs (Debian 13's typeshed) call it a Validator.
+    kind: Any = error.validator
     schema: Any = error.schema
     instance: Any = error.instance
     expected: Any = error.validator_value

@@ -150,7 +150,8 @@ def _problems(doc: Document, error: ValidationError) -> tuple[list[Problem], int
 
 
 def _explained(doc: Document, path: KeyPath, error: ValidationError) -> list[Problem]:
-    kind = error.validator
+    # The keyword that refused (a str); older stubs (Debian 13's typeshed) call it a Validator.
+    kind: Any = error.validator
     schema: Any = error.schema
     instance: Any = error.instance
     expected: Any = error.validator_value

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import stat
 import sys
 from collections.abc import Callable, Iterator, Mapping
@@ -282,17 +283,39 @@ _TAG_KINDS = {
 }
 _SCALAR_TAGS = frozenset(_TAG_KINDS)
 _NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
-# YAML 1.1 implicit resolvers, by the first character of a plain scalar.
-_IMPLICIT = _LOADER.yaml_implicit_resolvers
-# _Builder._scalar looks plain scalars up in that table itself, as Resolver.resolve does,
-# which is only the same thing while no wildcard or path resolvers are registered; and
-# it skips the string constructor, which returns the scalar's text.
-if (
-    None in _IMPLICIT
-    or _LOADER.yaml_path_resolvers
-    or yaml.SafeLoader.yaml_constructors[_STR_TAG] is not yaml.SafeLoader.construct_yaml_str
-):
-    raise ImportError("nftfwd.source: this PyYAML resolves or constructs scalars differently")
+ImplicitResolvers = dict[str, list[tuple[str, re.Pattern[str]]]]
+
+
+def implicit_resolvers() -> ImplicitResolvers | None:
+    """PyYAML's YAML 1.1 implicit resolvers, by the first character of a plain scalar,
+    where _Builder._scalar may type plain scalars with them itself; None where it may not.
+
+    That table, and the other two looked at here, are PyYAML's internals, not its API.
+    Typing a plain scalar by looking it up there, as Resolver.resolve does, and returning
+    a string's text without its constructor, is only the same thing while the table has
+    PyYAML 6's shape, no wildcard or path resolvers are registered and the string
+    constructor is PyYAML's own. Where any of that changed, every scalar goes through
+    PyYAML's own resolver and constructor: slower, and the same data.
+    """
+    try:
+        table = _LOADER.yaml_implicit_resolvers
+        if (
+            not isinstance(table, dict)
+            or None in table
+            or _LOADER.yaml_path_resolvers
+            or yaml.SafeLoader.yaml_constructors[_STR_TAG] is not yaml.SafeLoader.construct_yaml_str
+        ):
+            return None
+        for resolvers in table.values():
+            for tag, pattern in resolvers:
+                if not isinstance(tag, str) or not isinstance(pattern, re.Pattern):
+                    return None
+    except (AttributeError, KeyError, TypeError, ValueError):
+        return None
+    return table
+
+
+_IMPLICIT = implicit_resolvers()
 
 
 def _too_deep(event: yaml.Event, file: str) -> Problem:
@@ -517,7 +540,8 @@ class _Builder:
     def _scalar(self, event: ScalarEvent, path: KeyPath) -> Any:
         text = event.value
         tag = event.tag
-        if tag is None and event.implicit[0] and text:
+        implicit = _IMPLICIT
+        if tag is None and event.implicit[0] and text and implicit is not None:
             # A plain scalar: YAML 1.1 implicit typing, done as Resolver.resolve does it
             # but without its overhead. Decimal digits first (most numbers in a model):
             # what the int resolver and constructor make of them.
@@ -525,7 +549,7 @@ class _Builder:
                 if len(text) <= MAX_NUMBER_TEXT:
                     return int(text)
                 return self._too_long(event, path)
-            for implicit_tag, pattern in _IMPLICIT.get(text[0], ()):
+            for implicit_tag, pattern in implicit.get(text[0], ()):
                 if pattern.match(text):
                     tag = implicit_tag
                     break
@@ -534,9 +558,9 @@ class _Builder:
         elif tag is None or tag == "!":
             # As the composer does: resolve only where no tag, or the bare `!`, was written.
             tag = self._resolver.resolve(ScalarNode, text, event.implicit)
-        if tag == _STR_TAG:
+        if tag == _STR_TAG and implicit is not None:
             return text
-        if tag not in _SCALAR_TAGS:
+        if tag != _STR_TAG and tag not in _SCALAR_TAGS:
             return self._unknown_tag(event, event.tag, text, path)
         if tag in _NUMBER_TAGS and len(text) > MAX_NUMBER_TEXT:
             return self._too_long(event, path)
@@ -546,7 +570,9 @@ class _Builder:
             self._constructor = yaml.SafeLoader("")
         node = ScalarNode(tag, text, _mark(event), cast(Any, event.end_mark), event.style)
         try:
-            value = self._constructor.construct_object(node, deep=True)
+            # Called as Any: older stubs (Debian 13's typeshed) leave construct_object untyped.
+            construct: Any = self._constructor.construct_object
+            value = construct(node, deep=True)
         except (
             yaml.YAMLError,
             ArithmeticError,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fcntl
+import select
 import subprocess
 import sys
 import time
@@ -87,13 +88,18 @@ def test_a_second_load_waits_for_the_first(ns: Namespace) -> None:
     with open(ns.state / "lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         waiting = ns.popen("load", str(HOMELAB), "--atomic", "--yes")
-        time.sleep(1.0)
+        # Wait for it to reach the lock (a fixed sleep was too short on a busy machine:
+        # the lock was gone before the second load got there).
+        assert waiting.stderr is not None
+        reached, _, _ = select.select([waiting.stderr], [], [], 30)
+        assert reached, "the second load said nothing within 30 s"
+        assert waiting.stderr.readline() == "waiting for another nftfwd run to finish...\n"
+        time.sleep(0.2)
         assert waiting.poll() is None  # blocked behind the lock
         assert "nftfwd" not in ns.ruleset()
         fcntl.flock(lock, fcntl.LOCK_UN)
     _, err = waiting.communicate(timeout=30)
-    assert waiting.returncode == 0
-    assert "waiting for another nftfwd run to finish" in err
+    assert waiting.returncode == 0, err
     assert "table inet nftfwd" in ns.ruleset()
 
 

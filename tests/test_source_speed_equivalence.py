@@ -20,6 +20,7 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nftfwd import source
 from nftfwd.errors import Location, ModelError, Problem
 from nftfwd.source import KeyPath, format_path, load_text
 
@@ -511,3 +512,52 @@ TOKENS = [
 @given(st.lists(st.sampled_from(TOKENS), max_size=24).map("".join))
 def test_token_soup_loads_the_same(text: str) -> None:
     assert_same(text)
+
+
+# ---- where PyYAML's internals changed: its own resolver and constructor take over ------
+
+_STR_TAG = source._STR_TAG
+
+
+def test_pyyaml_as_it_is_lets_the_builder_type_scalars_itself() -> None:
+    assert source.implicit_resolvers() is source._LOADER.yaml_implicit_resolvers
+    assert source._IMPLICIT is not None
+
+
+class _NoResolverTables:
+    """A loader class without the resolver tables nftfwd.source reads."""
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["tables gone", "other table shape", "wildcard resolver", "path resolver", "str constructor"],
+)
+def test_changed_pyyaml_internals_are_noticed(monkeypatch: pytest.MonkeyPatch, change: str) -> None:
+    loader = source._LOADER
+    if change == "tables gone":
+        monkeypatch.setattr(source, "_LOADER", _NoResolverTables)
+    elif change == "other table shape":
+        monkeypatch.setattr(loader, "yaml_implicit_resolvers", {"1": [(_STR_TAG, "1.*")]})
+    elif change == "wildcard resolver":
+        monkeypatch.setitem(loader.yaml_implicit_resolvers, None, [])
+    elif change == "path resolver":
+        monkeypatch.setattr(loader, "yaml_path_resolvers", {((), None): _STR_TAG})
+    else:
+        monkeypatch.setitem(
+            yaml.SafeLoader.yaml_constructors, _STR_TAG, yaml.SafeLoader.construct_scalar
+        )
+    assert source.implicit_resolvers() is None
+
+
+def test_without_pyyaml_internals_everything_loads_the_same(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # What load_text does where implicit_resolvers() found them changed: every scalar
+    # through PyYAML's resolver and constructor. Same data, locations and errors.
+    monkeypatch.setattr(source, "_IMPLICIT", None)
+    for text in SNIPPETS:
+        assert_same(text)
+    for _, text in MODELS:
+        assert_same(text)
+    scalars = (scalar.replace("\n", "\n    ") for scalar in SCALARS)
+    assert_same("top:\n" + "".join(f"  k{i}: {text}\n" for i, text in enumerate(scalars)))

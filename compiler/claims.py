@@ -1,8 +1,4 @@
-"""Stage 3a: where each forward of a host exists and listens, and what it claims there.
-
-The one reading of model.md's "Where a forward listens": the conflict checks (semantic),
-the lowering and doctor's flows all take it from here, so that they cannot drift apart.
-"""
+"""Where each forward of a host exists and listens, and what it claims there (model.md)."""
 
 from __future__ import annotations
 
@@ -22,6 +18,9 @@ from nftfwd.model import (
     Proto,
     family_of,
 )
+
+# The one reading of model.md's "Where a forward listens": semantic's conflict checks, the
+# lowering and doctor's flows all take it from here, so that they cannot drift apart.
 
 
 @dataclass(frozen=True, slots=True)

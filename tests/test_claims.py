@@ -1,4 +1,4 @@
-"""Stage 3a: where each forward exists and listens, and what it claims there (claims.py),
+"""claims.py: where each forward exists and listens, and what it claims there;
 and that the checks, the lowering and doctor's flows all follow it."""
 
 from __future__ import annotations

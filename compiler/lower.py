@@ -14,11 +14,10 @@ chain accepting (= leaving nftfwd's nat chain without DNAT) any other client.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from itertools import chain
 
+from nftfwd.claims import Claim, Reach, host_reaches
 from nftfwd.ir import (
     Chain,
     Concat,
@@ -46,8 +45,7 @@ from nftfwd.ir import (
     Verdict,
     VerdictMapLookup,
 )
-from nftfwd.model import FAMILIES, Family, Forward, Host, IPAddress, IPNetwork, family_of
-from nftfwd.semantic import forward_families, listen_addresses
+from nftfwd.model import FAMILIES, Family, Host, IPAddress, IPNetwork
 
 ADDR_TYPE = {"ip": "ipv4_addr", "ip6": "ipv6_addr"}
 SUFFIX = {"ip": "4", "ip6": "6"}
@@ -72,13 +70,15 @@ def map_name(what: str, family: Family, where: str | None = None) -> str:
 
 def lower_host(table: str, host: Host) -> Table:
     families = tuple(f for f in FAMILIES if host.subnets_in(f))
+    found = host_reaches(host)
     sets: list[NamedSet] = []
     guards: list[Chain] = []
     for family in families:
-        entries = list(_entries(host, family))
-        guard_chains, guard_maps = _guards(entries, family)
+        here = [r for r in found if r.family == family]
+        claims = [c for r in here for c in r.claims()]
+        guard_chains, guard_maps = _guards(claims, family)
         guards += guard_chains
-        sets += guard_maps + _dnat_maps(entries, family) + [_snat_set(host, family)]
+        sets += guard_maps + _dnat_maps(claims, family) + [_snat_set(here, family)]
     sets = [s for s in sets if s.elements]
     present = {s.name for s in sets}
     chains = (
@@ -91,37 +91,19 @@ def lower_host(table: str, host: Host) -> Table:
     return Table("inet", table, host.name, tuple(sets), chains)
 
 
-# -- what each forward claims -----------------------------------------------------------
+# -- map keys -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class _Entry:
-    """One forward, one family, one protocol, one host address (None: any)."""
-
-    listen: IPAddress | None
-    proto: Symbol
-    forward: Forward
-    target: IPAddress
-    sources: tuple[IPNetwork, ...]
-
-    @property
-    def where(self) -> str:
-        return ANY if self.listen is None else AT
-
-    def key(self, port: int) -> tuple[Value, ...]:
-        head: tuple[Value, ...] = () if self.listen is None else (self.listen,)
-        return (*head, self.proto, port)
+def _where(claim: Claim) -> str:
+    return ANY if claim.address is None else AT
 
 
-def _entries(host: Host, family: Family) -> Iterator[_Entry]:
-    for _bridge, guest, forward in host.forwards():
-        target = guest.address_in(family)
-        if target is None or family not in forward_families(host, guest, forward):
-            continue
-        sources = tuple(s for s in forward.sources if family_of(s) == family)
-        for listen in listen_addresses(host, forward, family) or (None,):
-            for proto in forward.protos:
-                yield _Entry(listen, PROTOCOL[proto], forward, target, sources)
+def _claim_key(claim: Claim, port: int) -> tuple[Value, ...]:
+    """The key of one host port of a claim: `address . protocol . port`, or `protocol .
+    port` when it listens on any host address."""
+    if claim.address is None:
+        return (PROTOCOL[claim.proto], port)
+    return (claim.address, PROTOCOL[claim.proto], port)
 
 
 def _key_types(family: Family, where: str) -> tuple[str, ...]:
@@ -132,18 +114,18 @@ def _key_types(family: Family, where: str) -> tuple[str, ...]:
 # -- maps ---------------------------------------------------------------------------------
 
 
-def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
+def _dnat_maps(claims: list[Claim], family: Family) -> list[NamedSet]:
     maps = []
     for where in (AT, ANY):
         # Both maps have the same keys, so each key is made, deduplicated and ordered once.
         guest_of: dict[tuple[Value, ...], tuple[IPAddress, int]] = {}  # address, port
-        for entry in entries:
-            if entry.where != where:
+        for claim in claims:
+            if _where(claim) != where:
                 continue
-            forward = entry.forward
+            forward, target = claim.forward, claim.reach.target
             # nft cannot keep an offset inside a range, so a range maps port by port.
             for host_port in range(forward.port.first, forward.port.last + 1):
-                guest_of[entry.key(host_port)] = (entry.target, forward.guest_port(host_port))
+                guest_of[_claim_key(claim, host_port)] = (target, forward.guest_port(host_port))
         keys = sorted(guest_of, key=_key_order)
         key_types = _key_types(family, where)
         listen = "any host address" if where == ANY else "host address"
@@ -168,9 +150,9 @@ def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
     return maps
 
 
-def _guards(entries: list[_Entry], family: Family) -> tuple[list[Chain], list[NamedSet]]:
+def _guards(claims: list[Claim], family: Family) -> tuple[list[Chain], list[NamedSet]]:
     """One chain per distinct `sources` list, and the verdict maps that jump to them."""
-    lists = sorted({e.sources for e in entries if e.sources}, key=_order_prefixes)
+    lists = sorted({c.reach.sources for c in claims if c.reach.sources}, key=_order_prefixes)
     chain_of = {sources: f"allow{SUFFIX[family]}_{i}" for i, sources in enumerate(lists)}
     chains = [
         Chain(
@@ -187,10 +169,10 @@ def _guards(entries: list[_Entry], family: Family) -> tuple[list[Chain], list[Na
     maps = []
     for where in (AT, ANY):
         elements = [
-            Element(entry.key(entry.forward.port.first + offset), Jump(chain_of[entry.sources]))
-            for entry in entries
-            if entry.sources and entry.where == where
-            for offset in range(entry.forward.port.size)
+            Element(_claim_key(claim, port), Jump(chain_of[claim.reach.sources]))
+            for claim in claims
+            if claim.reach.sources and _where(claim) == where
+            for port in range(claim.ports.first, claim.ports.last + 1)
         ]
         maps.append(
             NamedSet(
@@ -205,15 +187,13 @@ def _guards(entries: list[_Entry], family: Family) -> tuple[list[Chain], list[Na
     return chains, maps
 
 
-def _snat_set(host: Host, family: Family) -> NamedSet:
+def _snat_set(found: list[Reach], family: Family) -> NamedSet:
     elements = [
-        Element((target, PROTOCOL[proto], forward.to.first + offset))
-        for _bridge, guest, forward in host.forwards()
-        if forward.snat
-        and (target := guest.address_in(family)) is not None
-        and family in forward_families(host, guest, forward)
-        for proto in forward.protos
-        for offset in range(forward.to.size)
+        Element((reach.target, PROTOCOL[proto], port))
+        for reach in found
+        if reach.forward.snat
+        for proto in reach.forward.protos
+        for port in range(reach.forward.to.first, reach.forward.to.last + 1)
     ]
     key_types = (ADDR_TYPE[family], "inet_proto", "inet_service")
     return NamedSet(

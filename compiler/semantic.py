@@ -5,15 +5,14 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict
 from collections.abc import Iterator
-from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
 from socket import AF_INET, inet_pton
 from typing import Any, cast
 
+from nftfwd.claims import Claim, Reach, reaches
 from nftfwd.errors import MAX_REPORTED, ModelError, Problem, echo
 from nftfwd.keywords import is_reserved
 from nftfwd.model import (
-    FAMILIES,
     Bridge,
     Family,
     Forward,
@@ -59,27 +58,6 @@ def build_model(doc: Document) -> Model:
     return model
 
 
-def forward_families(host: Host, guest: Guest, forward: Forward) -> tuple[Family, ...]:
-    """The families in which a forward exists (model.md, "Where a forward listens")."""
-    families = []
-    for family in FAMILIES:
-        if guest.address_in(family) is None:
-            continue
-        if forward.address is not None and family_of(forward.address) != family:
-            continue
-        if forward.sources and not any(family_of(s) == family for s in forward.sources):
-            continue
-        families.append(family)
-    return tuple(families)
-
-
-def listen_addresses(host: Host, forward: Forward, family: Family) -> tuple[IPAddress, ...]:
-    """The host addresses a forward listens on in `family`; empty means any host address."""
-    if forward.address is not None:
-        return (forward.address,)
-    return host.addresses_in(family)
-
-
 def _parse_address(text: str) -> IPAddress:
     """`ip_address(text)`, four times as fast for the dotted-quad IPv4 most addresses are.
 
@@ -90,15 +68,6 @@ def _parse_address(text: str) -> IPAddress:
         return IPv4Address(inet_pton(AF_INET, text))
     except (OSError, TypeError, ValueError):
         return ip_address(text)
-
-
-@dataclass(frozen=True)
-class _Claim:
-    family: Family
-    proto: Proto
-    ports: PortRange
-    address: IPAddress | None  # None: any host address of the family
-    forward: Forward
 
 
 class _Checker:
@@ -490,8 +459,11 @@ class _Checker:
         )
 
     def check_forwards(self, host: Host, path: KeyPath) -> None:
-        claims: dict[tuple[Family, Proto], list[_Claim]] = defaultdict(list)
+        claims: dict[tuple[Family, Proto], list[Claim]] = defaultdict(list)
+        found: list[Reach] = []
         for bridge, guest, forward in host.forwards():
+            families = reaches(host, bridge, guest, forward)
+            found += families
             if forward.address is not None:
                 listed = host.addresses_in(family_of(forward.address))
                 if listed and forward.address not in listed:
@@ -503,7 +475,6 @@ class _Checker:
                         f"addresses ({', '.join(map(str, listed))}); name one of them",
                     )
                     continue
-            families = forward_families(host, guest, forward)
             if not families:
                 self.fail_forward(
                     forward,
@@ -512,12 +483,9 @@ class _Checker:
                     "`address`/`sources`; fix the guest's addresses or the forward",
                 )
                 continue
-            for family in families:
-                for proto in forward.protos:
-                    for address in listen_addresses(host, forward, family) or (None,):
-                        claims[(family, proto)].append(
-                            _Claim(family, proto, forward.port, address, forward)
-                        )
+            for reach in families:
+                for claim in reach.claims():
+                    claims[(reach.family, claim.proto)].append(claim)
         reported: set[tuple[int, int]] = set()
         for group in claims.values():
             for first, second in _overlaps(group):
@@ -525,29 +493,28 @@ class _Checker:
                 if pair not in reported:
                     reported.add(pair)
                     self.fail_forward(second.forward, _conflict_message(first, second))
-        self.check_snat_agreement(host)
+        self.check_snat_agreement(found)
 
-    def check_snat_agreement(self, host: Host) -> None:
-        """snat is decided on the guest's side of the DNAT, so forwards that meet there agree."""
+    def check_snat_agreement(self, found: list[Reach]) -> None:
+        """snat is decided on the guest's side of the DNAT, so forwards that meet there
+        agree. Each pair of forwards that disagrees is reported once."""
         by_target: dict[tuple[IPAddress, Proto, int], Forward] = {}
-        for _bridge, guest, forward in host.forwards():
-            to = forward.to
+        reported: set[tuple[int, int]] = set()
+        for reach in found:
+            forward, target, to = reach.forward, reach.target, reach.forward.to
             ends = (to.first,) if to.first == to.last else (to.first, to.last)
-            for family in FAMILIES:
-                target = guest.address_in(family)
-                if target is None:
-                    continue
-                for proto in forward.protos:
-                    for port in ends:
-                        other = by_target.setdefault((target, proto, port), forward)
-                        if other is not forward and other.snat != forward.snat:
-                            self.fail_forward(
-                                forward,
-                                f"reaches {target} {proto}/{port} like "
-                                f"{other.path} (line {_line(other)}), but only one of "
-                                "them sets snat; set snat the same on both",
-                            )
-                            return
+            for proto in forward.protos:
+                for port in ends:
+                    other = by_target.setdefault((target, proto, port), forward)
+                    pair = (id(other), id(forward))
+                    if other.snat != forward.snat and pair not in reported:
+                        reported.add(pair)
+                        self.fail_forward(
+                            forward,
+                            f"reaches {target} {proto}/{port} like "
+                            f"{other.path} (line {_line(other)}), but only one of "
+                            "them sets snat; set snat the same on both",
+                        )
 
 
 def _read_as(text: str, value: int | float) -> str:
@@ -587,9 +554,9 @@ def _line(forward: Forward) -> int:
     return forward.location.line if forward.location else 0
 
 
-def _overlaps(claims: list[_Claim]) -> Iterator[tuple[_Claim, _Claim]]:
+def _overlaps(claims: list[Claim]) -> Iterator[tuple[Claim, Claim]]:
     """Pairs of claims on overlapping ports whose addresses collide, in one sweep."""
-    active: list[tuple[int, int, _Claim]] = []  # heap of (last port, order, claim)
+    active: list[tuple[int, int, Claim]] = []  # heap of (last port, order, claim)
     # How many active claims there are at each address (None: any host address): a claim
     # no active one can collide with is passed without a look at them, so thousands of
     # forwards on one port, each at its own host address, cost no more than one each.
@@ -609,15 +576,15 @@ def _overlaps(claims: list[_Claim]) -> Iterator[tuple[_Claim, _Claim]]:
         active_at[claim.address] += 1
 
 
-def _collide(earlier: _Claim, claim: _Claim) -> bool:
+def _collide(earlier: Claim, claim: Claim) -> bool:
     """Whether two claims on overlapping ports would take the same packets."""
     if earlier.forward is claim.forward:
         return False
     return earlier.address is None or claim.address is None or earlier.address == claim.address
 
 
-def _conflict_message(first: _Claim, second: _Claim) -> str:
-    def where(claim: _Claim) -> str:
+def _conflict_message(first: Claim, second: Claim) -> str:
+    def where(claim: Claim) -> str:
         if claim.address is None:
             return f"any {FAMILY_NAMES[claim.family]} host address"
         return str(claim.address)

@@ -1,7 +1,9 @@
 """One model file per rule of model.md, each refused with its own message and location.
 
 Each file in tests/data/bad/ starts with `# expect: LINE PATH: MESSAGE`, the line
-and key path the error must name and the start of what it must say.
+and key path the error must name and the start of what it must say. A file with more
+problems has one such line per problem, in the order they are reported: all of them
+must be reported at once, the first on the report's first line.
 """
 
 from __future__ import annotations
@@ -15,24 +17,32 @@ BAD = Path(__file__).parent / "data" / "bad"
 FILES = sorted(BAD.glob("*.yaml"))
 
 
-def _expectation(path: Path) -> tuple[int, str]:
-    first = path.read_text(encoding="utf-8").splitlines()[0]
-    assert first.startswith("# expect: "), f"{path.name} lacks its # expect: line"
-    line, _, rest = first.removeprefix("# expect: ").partition(" ")
-    return int(line), rest
+def _expectations(path: Path) -> list[tuple[int, str]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert lines and lines[0].startswith("# expect: "), f"{path.name} lacks its # expect: line"
+    found = []
+    for text in lines:
+        if not text.startswith("# expect: "):
+            break
+        line, _, rest = text.removeprefix("# expect: ").partition(" ")
+        found.append((int(line), rest))
+    return found
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])
 def test_bad_model_is_refused_with_its_message(path: Path) -> None:
-    line, expected = _expectation(path)
+    expected = _expectations(path)
     result = run_cli("build", str(path))
     assert result.code == 2
     assert result.stdout == ""
     assert "Traceback" not in result.stderr
-    first = result.stderr.splitlines()[0]
-    where = f"error: {path}:{line}:"
-    assert first.startswith(where), first
-    assert expected.lstrip(": ") in first, first
+    reported = result.stderr.splitlines()
+    assert reported[0].startswith(f"error: {path}:{expected[0][0]}:"), reported[0]
+    assert len(reported) >= len(expected), result.stderr
+    for (line, message), text in zip(expected, reported, strict=False):
+        where = f"{path}:{line}:"
+        assert text.removeprefix("error: ").lstrip().startswith(where), text
+        assert message.lstrip(": ") in text, text
 
 
 def test_every_rule_has_a_file() -> None:

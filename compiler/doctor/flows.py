@@ -13,9 +13,21 @@ from dataclasses import dataclass, replace
 from ipaddress import ip_network
 from typing import Any
 
+from nftfwd.claims import Reach, host_reaches
 from nftfwd.doctor.findings import AcceptSpec
 from nftfwd.doctor.tri import Tri, t_merge
-from nftfwd.model import Bridge, Family, Forward, Guest, Host, IPAddress, IPNetwork, PortRange
+from nftfwd.model import (
+    FAMILIES,
+    Bridge,
+    Family,
+    Forward,
+    Guest,
+    Host,
+    IPAddress,
+    IPNetwork,
+    PortRange,
+    family_of,
+)
 
 DSTNAT, SRCNAT = -100, 100  # nftfwd's nat priorities, unless its table says otherwise
 ANYWHERE = "anywhere"  # an arbitrary outside address: a rule naming particular ones misses it
@@ -102,12 +114,13 @@ def view(flow: Flow, hook: str, prio: int, dstnat: int = DSTNAT, srcnat: int = S
     return pkt
 
 
-def _host_addresses(
-    host: Host, fam: Family, addrs: Mapping[str, Sequence[IPAddress]] | None
+def _listen(
+    host: Host, reach: Reach, addrs: Mapping[str, Sequence[IPAddress]] | None
 ) -> tuple[Addr, ...]:
-    """Where a forward listens that names no address (model.md, "Where a forward listens")."""
-    if host.addresses:
-        return tuple(ip_network(a) for a in host.addresses_in(fam))
+    """Where a forward listens: the host addresses of its claims, or, where it listens on
+    any host address, those this host has now (model.md, "Where a forward listens")."""
+    if reach.listen:
+        return tuple(ip_network(a) for a in reach.listen)
     if addrs is None:
         return (HOST_ADDRESS,)
     skip = {b.name for b in host.bridges} | {"lo"}
@@ -116,7 +129,7 @@ def _host_addresses(
         for dev, lst in addrs.items()
         if dev not in skip
         for a in lst
-        if (a.version == 4) == (fam == "ip") and not (a.is_loopback or a.is_link_local)
+        if family_of(a) == reach.family and not (a.is_loopback or a.is_link_local)
     }
     return tuple(ip_network(a) for a in sorted(found, key=str)) or (HOST_ADDRESS,)
 
@@ -131,19 +144,11 @@ def _own(
 
 def _forward_flows(
     host: Host,
-    bridge: Bridge,
-    guest: Guest,
-    fw: Forward,
-    fam: Family,
-    listen: tuple[Addr, ...],
+    reach: Reach,
     addresses: Mapping[str, Sequence[IPAddress]] | None,
 ) -> list[Flow]:
-    address = guest.address_in(fam)
-    if address is None:
-        return []
-    sources = tuple(s for s in fw.sources if (s.version == 4) == (fam == "ip"))
-    if fw.sources and not sources:
-        return []  # a family that sources does not name is closed
+    bridge, guest, fw, fam = reach.bridge, reach.guest, reach.forward, reach.family
+    address, sources, listen = reach.target, reach.sources, _listen(host, reach, addresses)
     g, protos, to = ip_network(address), fw.protos, (fw.to,)
     what = f"{'/'.join(protos)} port {fw.port}, forwarded to {guest.name} {address} port {fw.to}"
     clients: tuple[Addr, ...] = sources or (ANYWHERE,)
@@ -233,22 +238,14 @@ def build_flows(
     addresses: Mapping[str, Sequence[IPAddress]] | None = None,
 ) -> list[Flow]:
     """Every kind of packet nftfwd's rules for this host let through, in a stable order."""
+    found = host_reaches(host)
     flows: list[Flow] = []
-    for fam in ("ip", "ip6"):
-        fam_t: Family = "ip" if fam == "ip" else "ip6"
+    for fam in FAMILIES:
         for bridge in host.bridges:
-            flows += _bridge_flows(host, bridge, fam_t, fam_t in bridged, addresses)
-        for bridge in host.bridges:
-            for guest in bridge.guests:
-                for fw in guest.forwards:
-                    if fw.address is not None:
-                        if (fw.address.version == 4) != (fam == "ip"):
-                            continue
-                        listen: tuple[Addr, ...] = (ip_network(fw.address),)
-                    else:
-                        listen = _host_addresses(host, fam_t, addresses)
-                    if listen:
-                        flows += _forward_flows(host, bridge, guest, fw, fam_t, listen, addresses)
+            flows += _bridge_flows(host, bridge, fam, fam in bridged, addresses)
+        for reach in found:
+            if reach.family == fam:
+                flows += _forward_flows(host, reach, addresses)
     return flows
 
 

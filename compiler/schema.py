@@ -136,7 +136,9 @@ def _problems(doc: Document, error: ValidationError) -> tuple[list[Problem], int
     """The problems `error` stands for, and how many more it stands for that are not
     worth spelling out (beyond what a report shows)."""
     path: KeyPath = tuple(error.absolute_path)
-    if error.validator == "additionalProperties":
+    # The keyword that refused (a str); older stubs (Debian 13's typeshed) call it a Validator.
+    keyword: Any = error.validator
+    if keyword == "additionalProperties":
         # One error for all the unknown keys of a mapping, which may be millions: the
         # first ones in the file are spelled out, the others counted.
         schema: Any = error.schema

@@ -235,6 +235,10 @@ def load_text(text: str, file: str, max_nodes: int | None = None) -> Document:
         mark = err.problem_mark or err.context_mark
         where = Location(file, mark.line + 1, mark.column + 1) if mark else None
         what = err.problem or err.context or "invalid YAML"
+        if "maximum nesting depth" in what:
+            # libyaml's own limit (newer PyYAML wheels), which its scanner may reach
+            # before the reader sees the event that passes MAX_DEPTH: the same problem.
+            raise ModelError([_nested_too_deep(where)]) from None
         raise ModelError(
             [Problem(where, "", f"this is not valid YAML: {what}; fix the syntax here")]
         ) from None
@@ -320,8 +324,12 @@ _IMPLICIT = implicit_resolvers()
 
 def _too_deep(event: yaml.Event, file: str) -> Problem:
     mark = _mark(event)
+    return _nested_too_deep(Location(file, mark.line + 1, mark.column + 1))
+
+
+def _nested_too_deep(where: Location | None) -> Problem:
     return Problem(
-        Location(file, mark.line + 1, mark.column + 1),
+        where,
         "",
         f"collections nest deeper than {MAX_DEPTH} levels here; a model needs 10 at most, "
         "so close the brackets or indent less",

@@ -152,7 +152,6 @@ def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
                 map_name("dnat_addr", family, where),
                 key_types,
                 ADDR_TYPE[family],
-                False,
                 tuple(Element(key, guest_of[key][0]) for key in keys),
                 f"{listen} . protocol . host port: guest address",
             ),
@@ -160,7 +159,6 @@ def _dnat_maps(entries: list[_Entry], family: Family) -> list[NamedSet]:
                 map_name("dnat_port", family, where),
                 key_types,
                 "inet_service",
-                False,
                 tuple(Element(key, guest_of[key][1]) for key in keys),
                 "the same keys: guest port",
             ),
@@ -197,7 +195,6 @@ def _guards(entries: list[_Entry], family: Family) -> tuple[list[Chain], list[Na
                 map_name("sources", family, where),
                 _key_types(family, where),
                 "verdict",
-                False,
                 _sorted(elements),
                 "forwards restricted to some clients: check the client first",
             )
@@ -220,7 +217,6 @@ def _snat_set(host: Host, family: Family) -> NamedSet:
         map_name("snat", family),
         key_types,
         None,
-        False,
         _sorted(elements),
         "guest address . protocol . guest port reached from the bridge address",
     )

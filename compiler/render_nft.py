@@ -6,6 +6,7 @@ import json
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from nftfwd.ir import (
+    REPLACE_TABLE,
     Concat,
     Ct,
     Dnat,
@@ -29,6 +30,7 @@ from nftfwd.ir import (
     Verdict,
     VerdictMapLookup,
     ipv6_text,
+    load_order,
 )
 from nftfwd.model import PortRange
 from nftfwd.templating import add_filters, render
@@ -37,7 +39,7 @@ TEMPLATE = "ruleset.nft.j2"
 
 
 def render_nft(table: Table) -> str:
-    return render(TEMPLATE, table=table)
+    return render(TEMPLATE, table=table, replace_table=REPLACE_TABLE, objects=load_order(table))
 
 
 def value_text(value: Value | SetOf | SetRef | Flags | Jump) -> str:

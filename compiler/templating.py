@@ -6,8 +6,8 @@ typed values, the unit's systemd quoting, the hook's shell quoting, the skeleton
 YAML quoting): autoescape is off because none of these texts is HTML.
 
 Imported only where a template is rendered (`build`, `install`, the Debian package's
-files, `libvirt import`): jinja2 costs some 20 ms to import, which `load` and the
-libvirt hook do without.
+files, `libvirt import`): jinja2 takes tens of milliseconds to import, which `load` and
+the libvirt hook do without.
 """
 
 from __future__ import annotations

@@ -7,7 +7,17 @@ from pathlib import Path
 import yaml
 
 from nftfwd.config import load_model
-from nftfwd.ir import Table
+from nftfwd.ir import (
+    Chain,
+    Dnat,
+    Jump,
+    Match,
+    NamedSet,
+    SetRef,
+    Table,
+    VerdictMapLookup,
+    load_order,
+)
 from nftfwd.lower import lower_host
 from nftfwd.render_json import batch
 
@@ -121,3 +131,43 @@ def test_sources_guard_jumps_to_one_chain_per_distinct_client_list(tmp_path: Pat
     sources = {s.name: s for s in table.sets}["sources_at4"]
     jumps = {e.key[2]: e.data.target for e in sources.elements}  # type: ignore[union-attr]
     assert jumps == {22: "allow4_1", 23: "allow4_1", 24: "allow4_0"}
+
+
+def _names(item: Chain | NamedSet) -> set[str]:
+    """The chains and sets `item` names: jump targets, looked-up maps and sets."""
+    if isinstance(item, NamedSet):
+        return {e.data.target for e in item.elements if isinstance(e.data, Jump)}
+    names = set()
+    for rule in item.rules:
+        for statement in rule.statements:
+            match statement:
+                case Match(_, SetRef(name)) | VerdictMapLookup(_, name):
+                    names.add(name)
+                case Dnat(_, addr, port):
+                    names |= {addr.map, port.map}
+    return names
+
+
+def test_load_order_adds_every_object_after_the_ones_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "version: 1\nhosts:\n  h:\n    uplinks: [eth0]\n    bridges:\n      br0:\n"
+        "        subnet: 10.0.0.0/24\n        guests:\n          g:\n"
+        "            address: 10.0.0.2\n            forwards:\n"
+        "              - {port: 2222, to: 22, sources: [192.0.2.0/24]}\n"
+        "              - {port: 8080, to: 80, snat: true}\n"
+    )
+    model = load_model(path)
+    order = load_order(lower_host(model.table, model.hosts[0]))
+    added: set[str] = set()
+    for item in order:
+        assert _names(item) <= added, f"{item.name} names {_names(item) - added} before they exist"
+        added.add(item.name)
+    # A jump target, maps a rule looks up, a set a rule matches: every kind of reference.
+    assert set().union(*map(_names, order)) == {
+        "allow4_0",
+        "sources_any4",
+        "dnat_addr_any4",
+        "dnat_port_any4",
+        "snat4",
+    }

@@ -35,11 +35,14 @@ The unit's choices:
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import re
 import shlex
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
+from typing import Any
 
 from nftfwd.errors import NftfwdError
 from nftfwd.files import write_all_atomically
@@ -65,28 +68,11 @@ NFT = "/usr/sbin/nft"
 
 _TABLE = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,31}")
 _SYSTEMD_PLAIN = re.compile(r"[A-Za-z0-9_./:=+,@-]+")
-_HOOK_HEAD = (
-    "#!/bin/sh\n"
-    "# nftfwd: reload nftfwd's rules when libvirt starts or updates a network.\n"
-    "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
-)
-# libvirt gives a hook only PATH, HOME, LC_ALL and the like: the model and the state
-# directory are written into the hook, never looked up through NFTFWD_* variables.
-# libvirt fails to start a network when its hook fails: once nftfwd is gone (a removed
-# package, a deleted venv) the hook does nothing, so a forgotten hook never breaks libvirt.
-_HOOK_GUARD_NOTE = "# Once nftfwd is gone, do nothing: a failing hook stops libvirt's networks.\n"
-_HOOK_BODY = (
-    _HOOK_GUARD_NOTE
-    + "[ -x {cmd} ] || exit 0\n"
-    + 'exec {cmd} libvirt hook --model {model} --state-dir {state} "$@"\n'
-)
-# What nftfwd writes, and what earlier versions wrote (no guard, no paths): still nftfwd's.
-_HOOK_RE = re.compile(
-    re.escape(_HOOK_HEAD)
-    + f"(?:{re.escape(_HOOK_GUARD_NOTE)}"
-    + r"\[ -x (?P<guard>[^\n]+) \] \|\| exit 0\n)?"
-    + r'exec (?P<cmd>[^\n]+) libvirt hook (?:--model [^\n]+ --state-dir [^\n]+ )?"\$@"\n'
-)
+# The texts are templates/ (jinja2, imported only when one is rendered: the CLI imports
+# this module for MODEL on every command).
+UNIT_TEMPLATE = "nftfwd.service.j2"
+DROP_IN_TEMPLATE = "nftfwd-install.conf.j2"
+HOOK_TEMPLATE = "libvirt-hook.sh.j2"
 
 
 @dataclass(frozen=True)
@@ -119,8 +105,7 @@ def install_plan(
     _check_command(nftfwd_bin)
     if root.exists() and not root.is_dir():
         raise NftfwdError(f"--root {root}: not a directory; give the directory to install into.")
-    if not _TABLE.fullmatch(table):
-        raise NftfwdError(f"{table!r} is not a valid nftfwd table name.")
+    _check_table(table)
     plan = _plan_unit(root, nftfwd_bin, table)
     model = _plan_model(root, model_path, force)
     if model is not None:
@@ -205,67 +190,27 @@ def unit_text(*, nftfwd_bin: str, table: str, packaged: bool = False) -> str:
     `packaged` is the unit a distribution package ships (built from this text when the
     package is built), which `nftfwd install` enables rather than writes.
     """
-    _check_command(nftfwd_bin)
-    load, stop = _exec_commands(nftfwd_bin, table)
-    origin = (
-        "# Shipped by the nftfwd package; `nftfwd install` (or `systemctl enable nftfwd`)\n"
-        "# enables it, `nftfwd uninstall` disables it.\n"
-        if packaged
-        else "# Written by `nftfwd install`, removed by `nftfwd uninstall`.\n"
-    )
-    return (
-        origin + f"# Loads /{MODEL} into the nftables table inet {table} at boot, again when\n"
-        "# nftables.service restarts (its flush removes every table) and on `systemctl\n"
-        f"# reload nftfwd`; `systemctl stop nftfwd` deletes table inet {table}, nothing else.\n"
-        "[Unit]\n"
-        f"Description={_description(table)}\n"
-        "Wants=network-online.target\n"
-        "After=network-online.target nftables.service libvirtd.service virtnetworkd.service\n"
-        "PartOf=nftables.service\n"
-        "ReloadPropagatedFrom=nftables.service\n"
-        "\n"
-        "[Service]\n"
-        "Type=oneshot\n"
-        "RemainAfterExit=yes\n"
-        f"ExecStart={load}\n"
-        f"ExecReload={load}\n"
-        f"ExecStop={stop}\n"
-        "\n"
-        "[Install]\n"
-        "WantedBy=multi-user.target nftables.service\n"
+    return _render(
+        UNIT_TEMPLATE, packaged=packaged, model=f"/{MODEL}", **_unit_values(nftfwd_bin, table)
     )
 
 
 def drop_in_text(*, nftfwd_bin: str, table: str) -> str:
     """A drop-in that points the packaged unit at another table or nftfwd command."""
-    _check_command(nftfwd_bin)
-    load, stop = _exec_commands(nftfwd_bin, table)
-    # An empty ExecStart= (and so on) first clears the packaged unit's command.
-    return (
-        "# Written by `nftfwd install`, removed by `nftfwd uninstall`: the packaged\n"
-        f"# nftfwd.service, for the table inet {table} and the command {nftfwd_bin}.\n"
-        "[Unit]\n"
-        f"Description={_description(table)}\n"
-        "\n"
-        "[Service]\n"
-        "ExecStart=\n"
-        f"ExecStart={load}\n"
-        "ExecReload=\n"
-        f"ExecReload={load}\n"
-        "ExecStop=\n"
-        f"ExecStop={stop}\n"
-    )
+    return _render(DROP_IN_TEMPLATE, nftfwd_bin=nftfwd_bin, **_unit_values(nftfwd_bin, table))
 
 
 def hook_text(nftfwd_bin: str) -> str:
     """The content of nftfwd's libvirt network hook."""
     _check_command(nftfwd_bin)
-    quoted = {
-        "cmd": shlex.quote(nftfwd_bin),
-        "model": shlex.quote("/" + str(MODEL)),
-        "state": shlex.quote(str(DEFAULT_STATE_DIR)),
-    }
-    return _HOOK_HEAD + _HOOK_BODY.format(**quoted)
+    return _render(
+        HOOK_TEMPLATE,
+        guard=True,
+        paths=True,
+        cmd=shlex.quote(nftfwd_bin),
+        model=shlex.quote("/" + str(MODEL)),
+        state=shlex.quote(str(DEFAULT_STATE_DIR)),
+    )
 
 
 def is_nftfwd_hook(path: Path) -> bool:
@@ -276,10 +221,27 @@ def is_nftfwd_hook(path: Path) -> bool:
     try:
         if not path.is_file():
             return False
-        found = _HOOK_RE.fullmatch(path.read_text(encoding="utf-8"))
+        text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
         return False
-    return found is not None and found["guard"] in (None, found["cmd"])
+    return any(pattern.fullmatch(text) for pattern in _hook_patterns())
+
+
+@cache
+def _hook_patterns() -> tuple[re.Pattern[str], ...]:
+    """The hook's template, for any command and paths, as nftfwd writes it and as earlier
+    versions wrote it (without the guard, without the paths, or without both)."""
+    marks = {"cmd": "\0cmd\0", "model": "\0model\0", "state": "\0state\0"}
+    any_text = "[^\n]+"
+    patterns = []
+    for guard, paths in itertools.product((True, False), repeat=2):
+        text = re.escape(_render(HOOK_TEMPLATE, guard=guard, paths=paths, **marks))
+        # The command is checked and run by the same path: the guard must name it too.
+        text = text.replace(marks["cmd"], f"(?P<cmd>{any_text})", 1)
+        text = text.replace(marks["cmd"], "(?P=cmd)")
+        text = text.replace(marks["model"], any_text).replace(marks["state"], any_text)
+        patterns.append(re.compile(text))
+    return tuple(patterns)
 
 
 def _plan_unit(root: Path, nftfwd_bin: str, table: str) -> list[PlannedFile]:
@@ -363,15 +325,28 @@ def _package_files(root: Path) -> frozenset[str]:
     return frozenset(line for line in listed.splitlines() if line.startswith("/"))
 
 
-def _description(table: str) -> str:
-    return f"nftfwd port forwards (nftables table inet {table})"
+def _render(template: str, /, **context: Any) -> str:
+    from nftfwd.templating import render
+
+    return render(template, **context)
 
 
-def _exec_commands(nftfwd_bin: str, table: str) -> tuple[str, str]:
-    """The unit's load command (ExecStart, ExecReload) and its stop command."""
-    load = _systemd_command([nftfwd_bin, "load", "--atomic", "--yes", "/" + str(MODEL)])
-    stop = _systemd_command([NFT, f"add table inet {table}; delete table inet {table}"])
-    return load, stop
+def _unit_values(nftfwd_bin: str, table: str) -> dict[str, str]:
+    """What the unit and its drop-in say, checked and quoted for systemd: the table, the
+    description, the load command (ExecStart, ExecReload) and the stop command."""
+    _check_command(nftfwd_bin)
+    _check_table(table)
+    return {
+        "table": table,
+        "description": f"nftfwd port forwards (nftables table inet {table})",
+        "load": _systemd_command([nftfwd_bin, "load", "--atomic", "--yes", "/" + str(MODEL)]),
+        "stop": _systemd_command([NFT, f"add table inet {table}; delete table inet {table}"]),
+    }
+
+
+def _check_table(table: str) -> None:
+    if not _TABLE.fullmatch(table):
+        raise NftfwdError(f"{table!r} is not a valid nftfwd table name.")
 
 
 def _check_command(path: str) -> None:

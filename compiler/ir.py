@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Literal
+from typing import ClassVar, Literal
 
 from nftfwd.model import Family, PortRange
 
@@ -158,6 +158,8 @@ class Chain:
     rules: tuple[Rule, ...]
     base: Hook | None = None  # None: a regular chain, reached only by a jump
 
+    kind: ClassVar[Literal["chain"]] = "chain"
+
 
 @dataclass(frozen=True)
 class Element:
@@ -172,9 +174,12 @@ class NamedSet:
     name: str
     key_types: tuple[str, ...]
     data_type: str | None
-    interval: bool
     elements: tuple[Element, ...]
     note: str
+
+    @property
+    def kind(self) -> Literal["set", "map"]:
+        return "set" if self.data_type is None else "map"
 
 
 @dataclass(frozen=True)
@@ -184,3 +189,23 @@ class Table:
     host: str
     sets: tuple[NamedSet, ...]
     chains: tuple[Chain, ...]
+
+
+# How one transaction replaces the table whether or not it exists (nft 1.0.6 has no
+# `destroy`): add it (nothing happens if it exists), delete it, add it anew; then its
+# objects, in `load_order`. Both renderers follow these two definitions.
+REPLACE_TABLE: tuple[Literal["add", "delete"], ...] = ("add", "delete", "add")
+
+
+def load_order(table: Table) -> tuple[Chain | NamedSet, ...]:
+    """The table's chains (each with its rules) and sets, in the order they are added.
+
+    An object may only name one added before it: verdict maps jump to the regular
+    chains, and the base chains' rules look the sets and maps up. So the regular
+    chains come first, then the sets and maps, then the base chains.
+    """
+    return (
+        *(chain for chain in table.chains if chain.base is None),
+        *table.sets,
+        *(chain for chain in table.chains if chain.base is not None),
+    )

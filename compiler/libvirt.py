@@ -81,6 +81,43 @@ class _Network:
     notes: list[str] = field(default_factory=list)  # comment lines about skipped parts
 
 
+# What the skeleton's template writes, every value already quoted for YAML (keys and flow
+# items plain only where YAML reads them back as the same string, addresses and subnets
+# go in double quotes) and every comment line printable: nothing from the XML can leave
+# its scalar or its comment.
+SKELETON_TEMPLATE = "libvirt-import.yaml.j2"
+
+
+@dataclass(frozen=True)
+class _GuestLines:
+    key: str
+    comment: str
+    address: str | None
+    address6: str | None
+    example_port: int
+
+
+@dataclass(frozen=True)
+class _BridgeLines:
+    key: str
+    subnet: str | None
+    subnet6: str | None
+    notes: list[str]  # comment lines, each after `# `
+    guests: list[_GuestLines]
+    # With no guests: an example guest, commented out.
+    example_field: str
+    example_address: str
+    example_port: int
+
+
+@dataclass(frozen=True)
+class _Section:
+    """One libvirt network in the skeleton: comment lines, then its bridge unless skipped."""
+
+    comment: list[str]  # each after `# `
+    bridge: _BridgeLines | None = None
+
+
 def import_networks(
     xml_texts: list[tuple[str, str]], *, host_name: str, uplink: str = "eth0"
 ) -> str:
@@ -93,44 +130,34 @@ def import_networks(
     """
     if not _IFNAME.fullmatch(uplink) or uplink in (".", ".."):
         raise NftfwdError(f"{uplink!r} is not an interface name nftfwd accepts as an uplink.")
+    from nftfwd.templating import render  # jinja2: not on the hook's path, which imports this
+
     sources = ", ".join(_printable(source) for source, _ in xml_texts) or "(none)"
-    host = _key(_sanitise(host_name) or "host")
-    lines = [
-        *_comment(f"nftfwd model skeleton from libvirt network XML: {sources}", 0),
-        "# Written by `nftfwd libvirt import`. Edit the lines marked EDIT, add forwards to",
-        "# the guests, then run `nftfwd check` and `nftfwd load --atomic`.",
-        "version: 1",
-        "hosts:",
-        f"  {host}:  # this machine's hostname, by which nftfwd picks the host",
-        f"    uplinks: [{_flow_item(uplink)}]  # EDIT: the interface where outside traffic arrives",
-    ]
-    body: list[str] = []
+    sections: list[_Section] = []
     bridges_seen: dict[str, str] = {}
     examples = 1  # example host ports are 8001, 8002, ...: uncommented, they never clash
     for source, text in xml_texts:
         network = _parse_network(source, text)
         if isinstance(network, str):
-            body.extend(_comment(network, 6))
-            continue
-        if network.bridge in bridges_seen:
-            body.extend(
-                _comment(
-                    f"libvirt network {network.name!r} ({network.source}) skipped: its bridge "
-                    f"{network.bridge} is already imported from {bridges_seen[network.bridge]}.",
-                    6,
-                )
+            sections.append(_Section(_wrap(network, 6)))
+        elif network.bridge in bridges_seen:
+            why = (
+                f"libvirt network {network.name!r} ({network.source}) skipped: its bridge "
+                f"{network.bridge} is already imported from {bridges_seen[network.bridge]}."
             )
-            continue
-        bridges_seen[network.bridge] = network.source
-        body.extend(_render_network(network, examples))
-        examples += max(1, len(network.guests))
-    if bridges_seen:
-        lines.append("    bridges:")
-        lines.extend(body)
-    else:
-        lines.extend(body)
-        lines.append("    bridges: {}  # EDIT: no libvirt network could be imported")
-    return "\n".join(lines) + "\n"
+            sections.append(_Section(_wrap(why, 6)))
+        else:
+            bridges_seen[network.bridge] = network.source
+            sections.append(_network_section(network, examples))
+            examples += max(1, len(network.guests))
+    return render(
+        SKELETON_TEMPLATE,
+        header=_wrap(f"nftfwd model skeleton from libvirt network XML: {sources}", 0),
+        host=_key(_sanitise(host_name) or "host"),
+        uplink=_flow_item(uplink),
+        sections=sections,
+        imported=bool(bridges_seen),
+    )
 
 
 # --- parsing ---------------------------------------------------------------------------
@@ -321,36 +348,38 @@ def _label_guests(guests: list[_Guest]) -> None:
 # --- rendering -------------------------------------------------------------------------
 
 
-def _render_network(network: _Network, first_example: int) -> list[str]:
+def _network_section(network: _Network, first_example: int) -> _Section:
     mode = "none (isolated)" if network.mode is None else network.mode
-    out = _comment(f"libvirt network {network.name!r} ({network.source}), forward mode {mode}.", 6)
-    out += _mode_advice(network)
-    out += [f"      {_key(network.bridge)}:"]
-    if network.subnet is not None:
-        out.append(f'        subnet: "{network.subnet}"')
-    if network.subnet6 is not None:
-        out.append(f'        subnet6: "{network.subnet6}"')
-    for note in network.notes:
-        out += _comment(note, 8)
-    if not network.guests:
-        out += _example_guests(network, first_example)
-        return out
-    out.append("        guests:")
-    for n, guest in enumerate(network.guests, start=first_example):
-        comment = f"  # {guest.comment}" if guest.comment else ""
-        out.append(f"          {_key(guest.label)}:{comment}")
-        if guest.address is not None:
-            out.append(f'            address: "{guest.address}"')
-        if guest.address6 is not None:
-            out.append(f'            address6: "{guest.address6}"')
-        out.append("            # forwards:  # EDIT: uncomment and list the forwards, e.g.")
-        out.append(f"            #   - {{port: {_example_port(n)}, to: 80}}")
-    return out
+    what = f"libvirt network {network.name!r} ({network.source}), forward mode {mode}."
+    guests = [
+        _GuestLines(
+            _key(guest.label),
+            guest.comment,
+            None if guest.address is None else str(guest.address),
+            None if guest.address6 is None else str(guest.address6),
+            _example_port(n),
+        )
+        for n, guest in enumerate(network.guests, start=first_example)
+    ]
+    subnet: Subnet | None = network.subnet or network.subnet6
+    assert subnet is not None
+    bridge = _BridgeLines(
+        key=_key(network.bridge),
+        subnet=None if network.subnet is None else str(network.subnet),
+        subnet6=None if network.subnet6 is None else str(network.subnet6),
+        notes=[line for note in network.notes for line in _wrap(note, 8)],
+        guests=guests,
+        example_field="address" if subnet.version == 4 else "address6",
+        example_address=_example_address(subnet),
+        example_port=_example_port(first_example),
+    )
+    return _Section([*_wrap(what, 6), *_mode_advice(network)], bridge)
 
 
 def _mode_advice(network: _Network) -> list[str]:
+    """Comment lines (each after `# ` at the bridge's indent) on the network's mode."""
     if network.mode == "route":
-        return _comment(
+        return _wrap(
             "Route mode: libvirt's rules let DNATed connections through. If your router "
             "routes this subnet to this host, you may want `masquerade: false`.",
             6,
@@ -370,13 +399,13 @@ def _mode_advice(network: _Network) -> list[str]:
         )
     else:
         return []
-    out = _comment(why, 6)
+    out = _wrap(why, 6)
     for step in open_mode_steps(network.name, isolated=network.mode is None):
         if step.startswith("# "):  # prose: wrapped; commands stay whole, to be copied
-            out += [line.replace("# ", "#   ", 1) for line in _comment(step[2:], 6, width=86)]
+            out += ["  " + line for line in _wrap(step[2:], 6, width=86)]
         else:
-            out.append(f"      #   {step}")
-    return [*out, "      #     (guests running on it may need a restart to get their link back)"]
+            out.append(f"  {step}")
+    return [*out, "    (guests running on it may need a restart to get their link back)"]
 
 
 # Replaces the network's <forward> element, in both shapes libvirt shows it: `virsh
@@ -417,21 +446,6 @@ def open_mode_steps(network: str, *, isolated: bool = False) -> list[str]:
     ]
 
 
-def _example_guests(network: _Network, n: int) -> list[str]:
-    subnet: Subnet | None = network.subnet or network.subnet6
-    assert subnet is not None
-    field_name = "address" if subnet.version == 4 else "address6"
-    example = _example_address(subnet)
-    return [
-        "        # No static DHCP hosts in this network. EDIT: add guests with fixed addresses:",
-        "        # guests:",
-        "        #   vm1:",
-        f'        #     {field_name}: "{example}"',
-        "        #     forwards:",
-        f"        #       - {{port: {_example_port(n)}, to: 80}}",
-    ]
-
-
 def _example_port(n: int) -> int:
     return 8000 + n if 8000 + n <= 65535 else 8000
 
@@ -464,16 +478,17 @@ def _flow_item(name: str) -> str:
     return name if yaml.safe_load(f"[{name}]") == [name] else f'"{name}"'
 
 
-def _comment(text: str, indent: int, width: int = 88) -> list[str]:
-    """`text` as YAML comment lines at `indent`, wrapped at `width` columns."""
-    prefix = " " * indent + "# "
+def _wrap(text: str, indent: int, width: int = 88) -> list[str]:
+    """`text` wrapped into the lines of a YAML comment at `indent` (`# ` and the lines
+    together at most `width` columns), without the indent and the `# `."""
+    room = width - indent - 2
     lines: list[str] = []
     line = ""
     for word in text.split():
-        if line and len(prefix) + len(line) + 1 + len(word) > width:
-            lines.append(prefix + line)
+        if line and len(line) + 1 + len(word) > room:
+            lines.append(line)
             line = word
         else:
             line = f"{line} {word}" if line else word
-    lines.append(prefix + line)
+    lines.append(line)
     return lines

@@ -134,7 +134,6 @@ def _dnat_maps(claims: list[Claim], family: Family) -> list[NamedSet]:
                 map_name("dnat_addr", family, where),
                 key_types,
                 ADDR_TYPE[family],
-                False,
                 tuple(Element(key, guest_of[key][0]) for key in keys),
                 f"{listen} . protocol . host port: guest address",
             ),
@@ -142,7 +141,6 @@ def _dnat_maps(claims: list[Claim], family: Family) -> list[NamedSet]:
                 map_name("dnat_port", family, where),
                 key_types,
                 "inet_service",
-                False,
                 tuple(Element(key, guest_of[key][1]) for key in keys),
                 "the same keys: guest port",
             ),
@@ -179,7 +177,6 @@ def _guards(claims: list[Claim], family: Family) -> tuple[list[Chain], list[Name
                 map_name("sources", family, where),
                 _key_types(family, where),
                 "verdict",
-                False,
                 _sorted(elements),
                 "forwards restricted to some clients: check the client first",
             )
@@ -200,7 +197,6 @@ def _snat_set(found: list[Reach], family: Family) -> NamedSet:
         map_name("snat", family),
         key_types,
         None,
-        False,
         _sorted(elements),
         "guest address . protocol . guest port reached from the bridge address",
     )

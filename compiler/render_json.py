@@ -7,6 +7,7 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any
 
 from nftfwd.ir import (
+    REPLACE_TABLE,
     Chain,
     Concat,
     Ct,
@@ -32,6 +33,7 @@ from nftfwd.ir import (
     Verdict,
     VerdictMapLookup,
     ipv6_text,
+    load_order,
 )
 from nftfwd.model import PortRange
 
@@ -47,20 +49,14 @@ def batch(table: Table) -> dict[str, list[Json]]:
     ident = {"family": table.family, "name": table.name}
     commands: list[Json] = [
         {"metainfo": {"json_schema_version": 1}},
-        {"add": {"table": dict(ident)}},
-        {"delete": {"table": dict(ident)}},
-        {"add": {"table": dict(ident)}},
+        *({verb: {"table": dict(ident)}} for verb in REPLACE_TABLE),
     ]
-    # Chains that maps jump to come first: an element may only name a chain that exists.
-    regular = [c for c in table.chains if c.base is None]
-    base = [c for c in table.chains if c.base is not None]
-    for chain in regular:
-        commands.append({"add": _chain(table, chain)})
-        commands += [{"add": _rule(table, chain, r)} for r in chain.rules]
-    commands += [{"add": _named_set(table, s)} for s in table.sets]
-    for chain in base:
-        commands.append({"add": _chain(table, chain)})
-        commands += [{"add": _rule(table, chain, r)} for r in chain.rules]
+    for item in load_order(table):
+        if isinstance(item, Chain):
+            commands.append({"add": _chain(table, item)})
+            commands += [{"add": _rule(table, item, r)} for r in item.rules]
+        else:
+            commands.append({"add": _named_set(table, item)})
     return {"nftables": commands}
 
 
@@ -73,11 +69,9 @@ def _named_set(table: Table, named: NamedSet) -> Json:
     }
     if named.data_type is not None:
         body["map"] = named.data_type
-    if named.interval:
-        body["flags"] = ["interval"]
     if named.elements:
         body["elem"] = [_element(e) for e in named.elements]
-    return {"map" if named.data_type else "set": body}
+    return {named.kind: body}
 
 
 def _element(element: Element) -> Json:

@@ -1,15 +1,12 @@
-"""Stage 4a: the IR as an nft script, through the jinja2 templates in templates/."""
+"""Stage 4a: the IR as an nft script, through templates/ruleset.nft.j2."""
 
 from __future__ import annotations
 
 import json
-from functools import cache
-from importlib import resources
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
-import jinja2
-
 from nftfwd.ir import (
+    REPLACE_TABLE,
     Concat,
     Ct,
     Dnat,
@@ -33,30 +30,16 @@ from nftfwd.ir import (
     Verdict,
     VerdictMapLookup,
     ipv6_text,
+    load_order,
 )
 from nftfwd.model import PortRange
+from nftfwd.templating import add_filters, render
 
 TEMPLATE = "ruleset.nft.j2"
 
 
 def render_nft(table: Table) -> str:
-    return _environment().get_template(TEMPLATE).render(table=table)
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    templates = resources.files("nftfwd.templates")
-    env = jinja2.Environment(
-        loader=jinja2.FunctionLoader(lambda name: templates.joinpath(name).read_text("utf-8")),
-        autoescape=False,  # nft text, not HTML: every value is typed and rendered below
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-        keep_trailing_newline=True,
-    )
-    env.filters["rule"] = rule_text
-    env.filters["element"] = element_text
-    return env
+    return render(TEMPLATE, table=table, replace_table=REPLACE_TABLE, objects=load_order(table))
 
 
 def value_text(value: Value | SetOf | SetRef | Flags | Jump) -> str:
@@ -133,3 +116,6 @@ def rule_text(rule: Rule) -> str:
 def element_text(element: Element) -> str:
     key = " . ".join([value_text(v) for v in element.key])
     return key if element.data is None else f"{key} : {value_text(element.data)}"
+
+
+add_filters(rule=rule_text, element=element_text)

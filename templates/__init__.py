@@ -1,1 +1,1 @@
-"""The nft templates, installed inside the nftfwd package."""
+"""Every template nftfwd renders, through compiler/templating.py; installed inside the package."""

@@ -7,8 +7,19 @@ from pathlib import Path
 import yaml
 
 from nftfwd.config import load_model
-from nftfwd.ir import Table
+from nftfwd.ir import (
+    Chain,
+    Dnat,
+    Jump,
+    Match,
+    NamedSet,
+    SetRef,
+    Table,
+    VerdictMapLookup,
+    load_order,
+)
 from nftfwd.lower import lower_host
+from nftfwd.render_json import batch
 
 
 def _model(tmp: Path, guests: int, forwards: int) -> Table:
@@ -58,9 +69,16 @@ def test_rule_count_does_not_grow_with_forwards(tmp_path: Path) -> None:
 
 def test_every_map_on_the_packet_path_is_an_exact_match_map(tmp_path: Path) -> None:
     # Concatenated interval maps live in the kernel's pipapo backend, whose lookups
-    # grow with the number of elements: none may appear.
+    # grow with the number of elements: none may appear in the transaction.
     table = _model(tmp_path, guests=5, forwards=3)
-    assert table.sets and not any(s.interval for s in table.sets)
+    declared = [
+        body
+        for command in batch(table)["nftables"]
+        for kind, body in command.get("add", {}).items()
+        if kind in ("set", "map")
+    ]
+    assert len(declared) == len(table.sets) > 0
+    assert not any("flags" in body for body in declared)
 
 
 def test_port_range_offsets_are_kept_port_by_port(tmp_path: Path) -> None:
@@ -113,3 +131,43 @@ def test_sources_guard_jumps_to_one_chain_per_distinct_client_list(tmp_path: Pat
     sources = {s.name: s for s in table.sets}["sources_at4"]
     jumps = {e.key[2]: e.data.target for e in sources.elements}  # type: ignore[union-attr]
     assert jumps == {22: "allow4_1", 23: "allow4_1", 24: "allow4_0"}
+
+
+def _names(item: Chain | NamedSet) -> set[str]:
+    """The chains and sets `item` names: jump targets, looked-up maps and sets."""
+    if isinstance(item, NamedSet):
+        return {e.data.target for e in item.elements if isinstance(e.data, Jump)}
+    names = set()
+    for rule in item.rules:
+        for statement in rule.statements:
+            match statement:
+                case Match(_, SetRef(name)) | VerdictMapLookup(_, name):
+                    names.add(name)
+                case Dnat(_, addr, port):
+                    names |= {addr.map, port.map}
+    return names
+
+
+def test_load_order_adds_every_object_after_the_ones_it_names(tmp_path: Path) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(
+        "version: 1\nhosts:\n  h:\n    uplinks: [eth0]\n    bridges:\n      br0:\n"
+        "        subnet: 10.0.0.0/24\n        guests:\n          g:\n"
+        "            address: 10.0.0.2\n            forwards:\n"
+        "              - {port: 2222, to: 22, sources: [192.0.2.0/24]}\n"
+        "              - {port: 8080, to: 80, snat: true}\n"
+    )
+    model = load_model(path)
+    order = load_order(lower_host(model.table, model.hosts[0]))
+    added: set[str] = set()
+    for item in order:
+        assert _names(item) <= added, f"{item.name} names {_names(item) - added} before they exist"
+        added.add(item.name)
+    # A jump target, maps a rule looks up, a set a rule matches: every kind of reference.
+    assert set().union(*map(_names, order)) == {
+        "allow4_0",
+        "sources_any4",
+        "dnat_addr_any4",
+        "dnat_port_any4",
+        "snat4",
+    }

@@ -75,6 +75,11 @@ def live_diff(host: Host, table: Table, live: LiveTable, compiled: Compiled) -> 
     )
 
 
+def host_diff(host: Host, table: Table) -> HostDiff:
+    """`nftfwd diff`: what a load of this table would change on this host."""
+    return live_diff(host, table, read_live(Nft(), table), compiled_side(table))
+
+
 def holds(live: LiveTable, compiled: Compiled, table: Table) -> bool:
     """Does the live table hold exactly the compiled one (read back after a load)?"""
     return (

@@ -1,6 +1,7 @@
-"""The command line: thin wrappers that call one stage each, and turn errors into exit codes.
+"""The command line: parses arguments, calls one command's orchestration, sets the exit code.
 
-Imports of the stages happen inside the commands, so `build` never loads libnftables.
+Imports happen inside the commands, so `build` never loads libnftables (tests/test_layers.py
+checks it, and that nothing here touches the host but through orchestration).
 """
 
 from __future__ import annotations

@@ -1,5 +1,7 @@
-"""The pure pipeline: a model file through source, schema and semantic to a Model, then
-a host of it through lower to the IR and a renderer to nft text or libnftables JSON."""
+"""The pure pipeline, `nftfwd build`: a model file to a Model, a host of it to its rules.
+
+source, schema and semantic make the Model; lower makes one host's IR table; a renderer
+makes nft text or libnftables JSON of it."""
 
 from __future__ import annotations
 

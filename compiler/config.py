@@ -1,5 +1,6 @@
-"""Which model file and which host of it a command works on, and the other fixed paths of
-model.md's "Commands"."""
+"""Which model file and which host of it a command works on; nftfwd's other fixed paths.
+
+model.md, "Commands"."""
 
 from __future__ import annotations
 

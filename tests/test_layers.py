@@ -276,3 +276,13 @@ def test_lazy_imports_stay_lazy(command: str, modules: list[str], never: str) ->
     the stages inside each command for this reason)."""
     loaded = set().union(*(_runtime_closure(m) for m in modules))
     assert never not in loaded, f"`{command}` would import {never}"
+
+
+def test_every_module_says_its_job() -> None:
+    """README sends a newcomer to a module by its first line: each has one."""
+    silent = [
+        str(path.relative_to(REPO))
+        for path in MODULES.values()
+        if not (ast.get_docstring(ast.parse(path.read_text())) or "").strip()
+    ]
+    assert not silent, f"no docstring saying what the module is for: {silent}"

@@ -1,5 +1,6 @@
-"""`nftfwd doctor` on this host: read it (nftfwd.kernel.hoststate), then judge what was
-read (nftfwd.doctor, pure)."""
+"""`nftfwd doctor` on this host: read it, then judge what was read.
+
+The readers are nftfwd.kernel.hoststate; the judging is nftfwd.doctor, pure."""
 
 from __future__ import annotations
 

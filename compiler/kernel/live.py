@@ -1,4 +1,4 @@
-"""The live table on this host against the compiled one.
+"""`nftfwd diff`: the live table on this host against the compiled one.
 
 A table is compared in two parts, so that no step costs more than reading each side once:
 its outline (chains, rules, set declarations) as the kernel prints it, which is small at

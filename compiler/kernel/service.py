@@ -1,5 +1,7 @@
-"""`install` and `uninstall` on the live host: nftfwd.service enabled and started, or
-stopped, disabled and nftfwd's table removed (the files are install.py's)."""
+"""`install` and `uninstall` on the live host: nftfwd.service and nftfwd's table.
+
+install enables and starts the unit; uninstall stops and disables it and removes the
+table. The files they write and remove are nftfwd.install's."""
 
 from __future__ import annotations
 

@@ -41,7 +41,6 @@ LAYERS = {
     "nftfwd.semantic": PURE,
     "nftfwd.model": PURE,
     "nftfwd.config": PURE,
-    "nftfwd.compiler": PURE,
     "nftfwd.ir": PURE,
     "nftfwd.lower": PURE,
     "nftfwd.render_json": PURE,
@@ -83,7 +82,8 @@ LAYERS = {
     "nftfwd.kernel.state": HOST,
     "nftfwd.kernel.pending": HOST,
     "nftfwd.kernel.hooklog": HOST,
-    # orchestration: one command each (build is nftfwd.compiler, pure)
+    # orchestration: one command each
+    "nftfwd.compiler": ORCHESTRATION,  # build: the pure stages in a row
     "nftfwd.kernel.check": ORCHESTRATION,  # check
     "nftfwd.kernel.live": ORCHESTRATION,  # diff
     "nftfwd.kernel.load": ORCHESTRATION,  # load, confirm

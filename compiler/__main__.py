@@ -1,3 +1,5 @@
+"""`python -m nftfwd`: the command line."""
+
 from nftfwd.cli import main
 
 main()

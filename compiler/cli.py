@@ -1,6 +1,7 @@
-"""The command line: thin wrappers that call one stage each, and turn errors into exit codes.
+"""The command line: parses arguments, calls one command's orchestration, sets the exit code.
 
-Imports of the stages happen inside the commands, so `build` never loads libnftables.
+Imports happen inside the commands, so `build` never loads libnftables (tests/test_layers.py
+checks it, and that nothing here touches the host but through orchestration).
 """
 
 from __future__ import annotations
@@ -138,8 +139,8 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 
 
 def _compiled(model: Path | None, host: str | None):  # type: ignore[no-untyped-def]
-    from nftfwd.compiler import compile_host
-    from nftfwd.config import load_model, model_path, select_host
+    from nftfwd.compiler import compile_host, load_model
+    from nftfwd.config import model_path, select_host
 
     loaded = load_model(model_path(model))
     chosen = select_host(loaded, host)
@@ -213,16 +214,16 @@ def diff(
     from nftfwd.markdown import format_markdown
 
     if old is not None:
-        from nftfwd.config import load_model, model_path
+        from nftfwd.compiler import load_model
+        from nftfwd.config import model_path
         from nftfwd.review import models_diff
 
         diffs = models_diff(load_model(old), load_model(model_path(model)), host)
     else:
-        from nftfwd.kernel.libnft import Nft
-        from nftfwd.kernel.live import compiled_side, live_diff, read_live
+        from nftfwd.kernel.live import host_diff
 
         _, chosen, table = _compiled(model, host)
-        diffs = [live_diff(chosen, table, read_live(Nft(), table), compiled_side(table))]
+        diffs = [host_diff(chosen, table)]
     if output_format is DiffFormat.markdown:
         sys.stdout.write(format_markdown(diffs))
     elif output_format is DiffFormat.json:
@@ -287,14 +288,6 @@ def load(
             "unconfirmed rules."
         )
     loaded, chosen, table = _compiled(model, host)
-    if enable_forwarding and not dry_run:
-        from nftfwd.kernel.forwarding import enable_forwarding as turn_on
-
-        for setting in turn_on(chosen):
-            print(
-                f"set {setting.key.replace('/', '.')} = {setting.value}: {setting.why}",
-                file=sys.stderr,
-            )
     options = LoadOptions(
         yes=yes,
         dry_run=dry_run,
@@ -302,6 +295,7 @@ def load(
         detach=detach,
         color=_color(sys.stdout),
         interactive=sys.stdin.isatty(),
+        enable_forwarding=enable_forwarding,
     )
     code = run_load(chosen, table, options)
     if code == 0 and not dry_run:
@@ -313,7 +307,7 @@ def _warn_findings(chosen: Host, table: str) -> None:
     """What on this host would still defeat the rules just loaded: doctor's errors and
     warnings (its notes are for doctor itself)."""
     from nftfwd.doctor.run import format_findings
-    from nftfwd.kernel.hoststate import examine
+    from nftfwd.kernel.examine import examine
 
     try:
         findings = examine(chosen, table)
@@ -371,9 +365,10 @@ def doctor(
     Exit codes: 0 no errors (warnings and notes are printed), 1 errors (with --strict:
     errors or warnings), 2 nftfwd could not check (bad model, not root).
     """
-    from nftfwd.config import load_model, model_path, select_host
+    from nftfwd.compiler import load_model
+    from nftfwd.config import model_path, select_host
     from nftfwd.doctor.run import exit_code
-    from nftfwd.kernel.hoststate import examine
+    from nftfwd.kernel.examine import examine
 
     loaded = load_model(model_path(model))
     chosen = select_host(loaded, host)
@@ -438,7 +433,8 @@ def install(
     Exit codes: 0 done; 1 done in part (the files are in place, the rest is printed: for
     example on a host without systemd); 2 error, nothing changed.
     """
-    from nftfwd.config import load_model, model_path
+    from nftfwd.compiler import load_model
+    from nftfwd.config import model_path
     from nftfwd.install import apply_install, install_plan, packaged_unit
 
     path = model_path(model)
@@ -461,43 +457,11 @@ def install(
     if root != Path("/"):
         print(f"to start it at boot in that tree: systemctl --root={root} enable nftfwd.service")
         return
-    from nftfwd.kernel.system import systemctl, systemd_running
+    from nftfwd.kernel.service import start_service
 
-    load_now = f"{command} load --atomic /{MODEL}"
-    if not systemd_running():
-        # A chroot, an image being built, or another init: systemctl enables offline
-        # where it exists (then systemd loads the model at boot); nothing loads now.
-        try:
-            systemctl("enable", "nftfwd.service")
-        except NftfwdError:
-            _partly_done(
-                "this host does not run systemd (no /run/systemd/system): nftfwd.service is "
-                "in place but not enabled, and nothing was loaded.",
-                [
-                    f"load the rules now: {load_now}",
-                    "load them at every boot, after the network is up and after "
-                    f"/etc/nftables.conf: have your init system run {load_now} --yes",
-                    "(or, once systemd runs this host: systemctl daemon-reload && "
-                    "systemctl enable --now nftfwd.service)",
-                ],
-            )
-        _partly_done(
-            "systemd is not running here (no /run/systemd/system: a chroot, or an image "
-            "being built): nftfwd.service is enabled and loads the model at boot, but "
-            "nothing was loaded now.",
-            [f"load the rules now, on the system that forwards: {load_now}"],
-        )
-    try:
-        systemctl("daemon-reload")
-        systemctl("enable", "--now", "nftfwd.service")
-    except NftfwdError as err:
-        _partly_done(
-            f"the files are in place, but {err}",
-            [
-                "see why: systemctl status nftfwd.service; journalctl -u nftfwd.service",
-                "then: systemctl daemon-reload && systemctl enable --now nftfwd.service",
-            ],
-        )
+    partly = start_service(f"{command} load --atomic /{MODEL}")
+    if partly is not None:
+        _partly_done(partly.what, partly.still_to_do)
     print("enabled nftfwd.service; it loads the model now and at every boot.")
 
 
@@ -519,37 +483,23 @@ def uninstall(
     Exit codes: 0 done; 1 done in part (systemd could not disable the unit: printed);
     2 error.
     """
-    import contextlib
-
     from nftfwd.install import uninstall as remove_files
 
     live = root == Path("/")
     failed: list[str] = []
     if live:
-        from nftfwd.kernel.state import installed_table
-        from nftfwd.kernel.system import delete_table, systemctl, systemd_running
+        from nftfwd.kernel.service import installed_table, reload_units, stop_service
 
         # Only the table's name is needed: a broken model does not stop an uninstall.
         table, note = installed_table(root / MODEL, use_state=True)
         if note:
             print(note, file=sys.stderr)
-        if systemd_running():
-            try:
-                systemctl("disable", "--now", "nftfwd.service")
-            except NftfwdError as err:
-                failed.append(str(err))
-        else:  # a chroot: disabling works offline; not installed is fine too
-            with contextlib.suppress(NftfwdError):
-                systemctl("disable", "nftfwd.service")
-        delete_table("inet", table)
+        failed += stop_service(table)
         print(f"removed table inet {table}.")
     for path in remove_files(root, purge=purge):
         print(f"removed {path}")
-    if live and systemd_running():
-        try:
-            systemctl("daemon-reload")
-        except NftfwdError as err:
-            failed.append(str(err))
+    if live:
+        failed += reload_units()
     if failed:
         _partly_done(
             "the files and the table are gone, but " + "; ".join(failed),

@@ -1,4 +1,6 @@
-"""Which model file and which host of it a command works on (model.md, "Commands")."""
+"""Which model file and which host of it a command works on; nftfwd's other fixed paths.
+
+model.md, "Commands"."""
 
 from __future__ import annotations
 
@@ -8,11 +10,10 @@ from pathlib import Path
 
 from nftfwd.errors import NftfwdError, echo
 from nftfwd.model import Host, Model
-from nftfwd.schema import validate_shape
-from nftfwd.semantic import build_model
-from nftfwd.source import load_file
 
 SYSTEM_MODEL = Path("/etc/nftfwd/nftfwd.yaml")
+# Where `load --enable-forwarding` keeps the sysctls it sets (relative: under a root).
+SYSCTL_FILE = Path("etc/sysctl.d/90-nftfwd.conf")
 
 
 def model_path(given: Path | None) -> Path:
@@ -28,13 +29,6 @@ def model_path(given: Path | None) -> Path:
         "no model file given: pass MODEL, set NFTFWD_CONFIG, or create ./nftfwd.yaml "
         f"or {SYSTEM_MODEL}."
     )
-
-
-def load_model(path: Path) -> Model:
-    """Read, shape-check and meaning-check a model file."""
-    doc = load_file(path)
-    validate_shape(doc)
-    return build_model(doc)
 
 
 def host_list(names: list[str], shown: int = 10) -> str:

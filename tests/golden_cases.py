@@ -6,8 +6,7 @@ from pathlib import Path
 
 from conftest import model_files
 
-from nftfwd.compiler import compile_host, render
-from nftfwd.config import load_model
+from nftfwd.compiler import compile_host, load_model, render
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN = REPO / "golden"

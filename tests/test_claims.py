@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from nftfwd.claims import Claim, host_reaches, reaches
-from nftfwd.config import load_model
+from nftfwd.compiler import load_model
 from nftfwd.doctor.flows import HOST_ADDRESS, build_flows
 from nftfwd.errors import ModelError
 from nftfwd.lower import lower_host

@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from cli_runner import run_cli
 
-from nftfwd.config import load_model, select_host
+from nftfwd.compiler import load_model
+from nftfwd.config import select_host
 from nftfwd.errors import NftfwdError
 
 REPO = Path(__file__).resolve().parent.parent

@@ -12,11 +12,13 @@ from pathlib import Path
 import pytest
 from cli_runner import run_cli
 
+from nftfwd.config import SYSCTL_FILE
 from nftfwd.errors import NftfwdError
 from nftfwd.kernel.conntrack import Flow, gone_entries
-from nftfwd.kernel.forwarding import SYSCTL_FILE, enable_forwarding
+from nftfwd.kernel.forwarding import enable_forwarding
 from nftfwd.kernel.netlink import Tracked
-from nftfwd.kernel.state import installed_table, read_state_json
+from nftfwd.kernel.service import installed_table
+from nftfwd.kernel.state import read_state_json
 from nftfwd.model import Bridge, Host
 
 REPO = Path(__file__).resolve().parent.parent

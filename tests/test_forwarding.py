@@ -5,7 +5,8 @@ from __future__ import annotations
 from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
-from nftfwd.kernel.forwarding import SYSCTL_FILE, enable_forwarding
+from nftfwd.config import SYSCTL_FILE
+from nftfwd.kernel.forwarding import enable_forwarding
 from nftfwd.model import Bridge, Host
 
 

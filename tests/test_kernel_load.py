@@ -107,7 +107,7 @@ REFUSED_LOAD = """
 import dataclasses, sys
 from ipaddress import IPv6Address
 from pathlib import Path
-from nftfwd.config import load_model
+from nftfwd.compiler import load_model
 from nftfwd.lower import lower_host
 from nftfwd.kernel.load import LoadOptions, load
 from nftfwd.errors import NftfwdError

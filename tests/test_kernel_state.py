@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from golden_cases import case_id, golden_cases, rendered
 
-from nftfwd.config import load_model
+from nftfwd.compiler import load_model
 from nftfwd.kernel.sandbox import kernel_listing
 
 CASES = golden_cases()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import yaml
 
-from nftfwd.config import load_model
+from nftfwd.compiler import load_model
 from nftfwd.ir import (
     Chain,
     Dnat,

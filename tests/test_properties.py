@@ -13,8 +13,7 @@ from cli_runner import run_cli
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from nftfwd.compiler import compile_host, render
-from nftfwd.config import load_model
+from nftfwd.compiler import compile_host, load_model, render
 from nftfwd.kernel.sandbox import kernel_check
 
 PROTOS = st.sampled_from(["tcp", "udp", ["tcp", "udp"]])

@@ -2,7 +2,7 @@
 
 Pure analysis of what nftfwd.kernel.hoststate reads from the host:
 
-findings = examine(host, table)   # nftfwd.kernel.hoststate: read the host, then diagnose
+findings = examine(host, table)   # nftfwd.kernel.examine: read the host, then diagnose
 print(format_findings(findings), end="")
 
 listing.py   the ruleset listing (JSON and text) indexed

@@ -8,9 +8,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from nftfwd.config import SYSCTL_FILE
 from nftfwd.doctor.boot import BootUnits, check_nftables_conf
 from nftfwd.doctor.findings import Finding, sorted_findings, sysctl_fix, sysctl_key
-from nftfwd.kernel.forwarding import SYSCTL_FILE
 from nftfwd.model import Bridge, Family, Forward, Guest, Host, IPAddress
 
 NFTABLES_CONF = "/etc/nftables.conf"

@@ -11,11 +11,10 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from nftfwd.config import SYSCTL_FILE
 from nftfwd.errors import NftfwdError
 from nftfwd.files import write_atomically
 from nftfwd.model import Host
-
-SYSCTL_FILE = Path("etc/sysctl.d/90-nftfwd.conf")
 
 
 @dataclass(frozen=True)

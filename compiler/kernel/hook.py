@@ -31,8 +31,8 @@ def reload_for_libvirt(args: list[str], *, model_file: Path, state: Path) -> Non
     what = f"libvirt network {args[0] if args else '?'} {' '.join(args[1:3])}".rstrip()
     shown = io.StringIO()
     try:
-        from nftfwd.compiler import compile_host
-        from nftfwd.config import load_model, select_host
+        from nftfwd.compiler import compile_host, load_model
+        from nftfwd.config import select_host
         from nftfwd.kernel.load import LoadOptions, load
         from nftfwd.kernel.state import LockBusy
 
@@ -70,7 +70,7 @@ def _tail(shown: io.StringIO) -> str:
 
 
 def _log_findings(log: HookLog, host: Host, table: str) -> None:
-    from nftfwd.kernel.hoststate import examine
+    from nftfwd.kernel.examine import examine
 
     for finding in examine(host, table):
         if finding.severity == "note":  # as load: errors and warnings, what needs a hand

@@ -2,8 +2,9 @@
 libnftables, sysctls, links, neighbours, listeners, libvirt's networks, /etc/nftables.conf
 and the systemd units of nftables and nftfwd.
 
-What is read becomes a HostState (nftfwd.doctor.hostchecks); judging it is pure. Tests
-give the readers a fake tree (sys_root), fake command output (run) and a fake Nft.
+What is read becomes a HostState (nftfwd.doctor.hostchecks); judging it is pure, and
+nftfwd.kernel.examine puts the two together. Tests give the readers a fake tree
+(sys_root), fake command output (run) and a fake Nft.
 """
 
 from __future__ import annotations
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from nftfwd.doctor.boot import NFTABLES_SERVICE, BootUnits
-from nftfwd.doctor.findings import Finding
 from nftfwd.doctor.hostchecks import (
     NFTABLES_CONF,
     HostState,
@@ -27,7 +27,6 @@ from nftfwd.doctor.hostchecks import (
     Neighbour,
     wanted_sysctls,
 )
-from nftfwd.doctor.run import diagnose
 from nftfwd.errors import NftfwdError
 from nftfwd.kernel.libnft import Nft
 from nftfwd.model import Family, Host, IPAddress
@@ -281,14 +280,3 @@ def read_live_ruleset(
     nft = nft if nft is not None else Nft()
     own = ("inet", own_table) if own_table else None
     return nft.list_ruleset_parts(outline_only=own), nft.list_ruleset_text(skip=own)
-
-
-def examine(
-    host: Host, own_table: str, *, nftables_conf: str | None = None, boot_root: str = "/"
-) -> list[Finding]:
-    """doctor on this host: read the live ruleset and host state, then judge them. The
-    systemd units and (unless given) nftables.conf are read under boot_root."""
-    ruleset, text = read_live_ruleset(own_table=own_table)
-    conf = nftables_conf or str(Path(boot_root, NFTABLES_CONF.lstrip("/")))
-    state = read_state(host, nftables_conf=conf, boot_root=boot_root)
-    return diagnose(host, own_table, ruleset, state, ruleset_text=text)

@@ -1,4 +1,4 @@
-"""The live table on this host against the compiled one.
+"""`nftfwd diff`: the live table on this host against the compiled one.
 
 A table is compared in two parts, so that no step costs more than reading each side once:
 its outline (chains, rules, set declarations) as the kernel prints it, which is small at
@@ -73,6 +73,11 @@ def live_diff(host: Host, table: Table, live: LiveTable, compiled: Compiled) -> 
         guest_names=guest_names(host),
         elements=compare_elements(elements_of(live.objects, table.name), compiled.elements),
     )
+
+
+def host_diff(host: Host, table: Table) -> HostDiff:
+    """`nftfwd diff`: what a load of this table would change on this host."""
+    return live_diff(host, table, read_live(Nft(), table), compiled_side(table))
 
 
 def holds(live: LiveTable, compiled: Compiled, table: Table) -> bool:

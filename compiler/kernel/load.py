@@ -22,6 +22,7 @@ from nftfwd.diffview import format_text
 from nftfwd.errors import NftfwdError
 from nftfwd.ir import Table
 from nftfwd.kernel.conntrack import Flow, forget_flows, gone_flows
+from nftfwd.kernel.forwarding import enable_forwarding
 from nftfwd.kernel.libnft import KernelRefused, Nft
 from nftfwd.kernel.live import (
     Batch,
@@ -81,6 +82,7 @@ class LoadOptions:
     color: bool = False
     interactive: bool = False  # stdin is a terminal: ask before applying
     wait_for_lock: bool = True  # False: LockBusy when another run holds the lock
+    enable_forwarding: bool = False  # turn on IP forwarding first (not with dry_run)
 
 
 def say(message: str) -> None:
@@ -109,6 +111,9 @@ class Plan:
 
 
 def load(host: Host, table: Table, options: LoadOptions) -> int:
+    if options.enable_forwarding and not options.dry_run:
+        for setting in enable_forwarding(host):
+            say(f"set {setting.key.replace('/', '.')} = {setting.value}: {setting.why}")
     require_root()
     with exclusive_lock(wait=options.wait_for_lock):
         directory = state_dir()

@@ -578,7 +578,8 @@ def main() -> None:
     # counting frees them all the same.
     gc.disable()
     try:
-        app()
+        # One name in every usage line, however it was started (python -m, a test runner).
+        app(prog_name="nftfwd")
     except NftfwdError as err:
         _report(str(err))
         sys.exit(err.exit_code)

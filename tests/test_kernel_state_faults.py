@@ -10,8 +10,10 @@ directory is the test's (NFTFWD_STATE_DIR); mounts live in private mount namespa
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -63,14 +65,25 @@ def test_a_read_only_state_directory_changes_nothing(ns: Namespace, tmp_path: Pa
 
 def test_a_user_who_is_not_root_is_told_so(ns: Namespace) -> None:
     before = _loaded(ns)
-    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups"]
+    # The model where nobody may read it (click checks that with access(2), which heeds
+    # no capability).
+    shared = Path(tempfile.mkdtemp(dir="/var/tmp", prefix="nftfwd-nobody-"))
+    shared.chmod(0o755)
+    model = shared / HOMELAB.name
+    shutil.copy(HOMELAB, model)
+    model.chmod(0o644)
+    # nobody, but still able to read the checkout and its venv wherever they are (under a
+    # 0700 /root, say): reading files is not what a load needs root for.
+    read_anything = ["--inh-caps", "+dac_read_search", "--ambient-caps", "+dac_read_search"]
+    nobody = ["setpriv", "--reuid", "65534", "--regid", "65534", "--clear-groups", *read_anything]
     result = subprocess.run(
-        ["ip", "netns", "exec", ns.name, *nobody, NFTFWD, "load", str(HOMELAB), "--yes"],
+        ["ip", "netns", "exec", ns.name, *nobody, NFTFWD, "load", str(model), "--yes"],
         capture_output=True,
         text=True,
         env=ns.env(),
         timeout=60,
     )
+    shutil.rmtree(shared)
     _refused(result, "nftfwd load needs root")
     assert ns.ruleset() == before
 

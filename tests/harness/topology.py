@@ -317,15 +317,20 @@ class _PipeLines:
         return line.decode("utf-8", "replace")
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    """Stop one process by its pid: SIGTERM, then SIGKILL after STOP_TIMEOUT."""
+def stop_process(process: subprocess.Popen[Any], timeout: float = STOP_TIMEOUT) -> None:
+    """Stop one process by its pid: SIGTERM, then SIGKILL after `timeout` seconds."""
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
-            process.wait(STOP_TIMEOUT)
+            process.wait(timeout)
         except subprocess.TimeoutExpired:
             process.kill()
-            process.wait(STOP_TIMEOUT)
+            process.wait(timeout)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    """A server or session of the topology stopped, and its pipes closed."""
+    stop_process(process)
     for stream in (process.stdin, process.stdout, process.stderr):
         if stream is not None:
             with contextlib.suppress(OSError):

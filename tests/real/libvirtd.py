@@ -34,10 +34,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
 
 from harness import Reply
-from harness.topology import _PipeLines
+from harness.topology import _PipeLines, stop_process
 
 REPO = Path(__file__).resolve().parents[2]
 DEBIAN_ROOT = REPO / ".ci" / "debian-root"
@@ -133,17 +132,6 @@ def _readline(process: subprocess.Popen[bytes], timeout: float) -> str:
     assert process.stdout is not None
     line = _PipeLines(process.stdout.fileno()).readline(time.monotonic() + timeout)
     return line or ""
-
-
-def _stop(process: subprocess.Popen[Any], timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL: as the harness's, with the time libvirtd takes to shut down."""
-    if process.poll() is None:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(timeout)
 
 
 def _reap_dnsmasq() -> None:
@@ -282,9 +270,9 @@ class Libvirt:
 
     def close(self) -> None:
         for server in self.servers:
-            _stop(server)
+            stop_process(server, timeout=10)
         if self.daemon is not None:
-            _stop(self.daemon)
+            stop_process(self.daemon, timeout=10)
         # Everything still in the namespaces is ours: the holder, libvirt's dnsmasq.
         for name in self.ns.values():
             pids = _run(["ip", "netns", "pids", name], check=False).stdout.split()
@@ -294,7 +282,7 @@ class Libvirt:
                 with contextlib.suppress(ChildProcessError):  # reap what we adopted
                     os.waitpid(pid, 0)
         if self.holder is not None:
-            _stop(self.holder)
+            stop_process(self.holder, timeout=10)
         _reap_dnsmasq()
         for name in self.ns.values():
             _run(["ip", "netns", "delete", name], check=False)
@@ -339,7 +327,7 @@ class Libvirt:
     def stop_daemon(self) -> str:
         """Stop libvirtd (its networks keep running, as on a real host); its output."""
         assert self.daemon is not None
-        _stop(self.daemon)
+        stop_process(self.daemon, timeout=10)
         assert self.daemon.stdout is not None
         self.log += self.daemon.stdout.read().decode("utf-8", "replace")
         self.daemon.stdout.close()

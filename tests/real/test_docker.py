@@ -26,20 +26,7 @@ from harness import Topology
 pytestmark = pytest.mark.kernel
 
 NFTFWD = str(Path(sys.executable).parent / "nftfwd")
-MODEL = """\
-version: 1
-hosts:
-  box:
-    uplinks: [up0]
-    bridges:
-      br0:
-        subnet: 192.168.122.0/24
-        guests:
-          web:
-            address: 192.168.122.10
-            forwards:
-              - {port: 8080, to: 80}
-"""
+MODEL = (Path(__file__).parents[1] / "data" / "real" / "box.yaml").read_text()
 
 
 def cgroup_mounts() -> str:

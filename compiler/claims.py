@@ -35,6 +35,11 @@ class Reach:
     sources: tuple[IPNetwork, ...]  # the clients in this family; empty: any client
     listen: tuple[IPAddress, ...]  # the host addresses it listens on; empty: any
 
+    @property
+    def comment(self) -> str | None:
+        """What its elements say in the ruleset: the forward's comment, else the guest's."""
+        return self.guest.comment_of(self.forward)
+
     def claims(self) -> Iterator[Claim]:
         """What it takes: per protocol, per host address (None: any host address)."""
         for proto in self.forward.protos:

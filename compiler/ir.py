@@ -165,6 +165,9 @@ class Chain:
 class Element:
     key: tuple[Value, ...]
     data: Value | Jump | None = None
+    # What the forward is for (model.md's `comment`), carried into the kernel and listed
+    # with the element; validated: printable, no double quote, at most 128 bytes.
+    comment: str | None = None
 
 
 @dataclass(frozen=True)

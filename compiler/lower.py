@@ -118,14 +118,19 @@ def _dnat_maps(claims: list[Claim], family: Family) -> list[NamedSet]:
     maps = []
     for where in (AT, ANY):
         # Both maps have the same keys, so each key is made, deduplicated and ordered once.
-        guest_of: dict[tuple[Value, ...], tuple[IPAddress, int]] = {}  # address, port
+        # address, port, and the comment both elements carry
+        guest_of: dict[tuple[Value, ...], tuple[IPAddress, int, str | None]] = {}
         for claim in claims:
             if _where(claim) != where:
                 continue
-            forward, target = claim.forward, claim.reach.target
+            forward, target, comment = claim.forward, claim.reach.target, claim.reach.comment
             # nft cannot keep an offset inside a range, so a range maps port by port.
             for host_port in range(forward.port.first, forward.port.last + 1):
-                guest_of[_claim_key(claim, host_port)] = (target, forward.guest_port(host_port))
+                guest_of[_claim_key(claim, host_port)] = (
+                    target,
+                    forward.guest_port(host_port),
+                    comment,
+                )
         keys = sorted(guest_of, key=_key_order)
         key_types = _key_types(family, where)
         listen = "any host address" if where == ANY else "host address"
@@ -134,14 +139,14 @@ def _dnat_maps(claims: list[Claim], family: Family) -> list[NamedSet]:
                 map_name("dnat_addr", family, where),
                 key_types,
                 ADDR_TYPE[family],
-                tuple(Element(key, guest_of[key][0]) for key in keys),
+                tuple(Element(key, guest_of[key][0], guest_of[key][2]) for key in keys),
                 f"{listen} . protocol . host port: guest address",
             ),
             NamedSet(
                 map_name("dnat_port", family, where),
                 key_types,
                 "inet_service",
-                tuple(Element(key, guest_of[key][1]) for key in keys),
+                tuple(Element(key, guest_of[key][1], guest_of[key][2]) for key in keys),
                 "the same keys: guest port",
             ),
         ]
@@ -167,7 +172,9 @@ def _guards(claims: list[Claim], family: Family) -> tuple[list[Chain], list[Name
     maps = []
     for where in (AT, ANY):
         elements = [
-            Element(_claim_key(claim, port), Jump(chain_of[claim.reach.sources]))
+            Element(
+                _claim_key(claim, port), Jump(chain_of[claim.reach.sources]), claim.reach.comment
+            )
             for claim in claims
             if claim.reach.sources and _where(claim) == where
             for port in range(claim.ports.first, claim.ports.last + 1)
@@ -186,7 +193,7 @@ def _guards(claims: list[Claim], family: Family) -> tuple[list[Chain], list[Name
 
 def _snat_set(found: list[Reach], family: Family) -> NamedSet:
     elements = [
-        Element((reach.target, PROTOCOL[proto], port))
+        Element((reach.target, PROTOCOL[proto], port), comment=reach.comment)
         for reach in found
         if reach.forward.snat
         for proto in reach.forward.protos
@@ -203,7 +210,11 @@ def _snat_set(found: list[Reach], family: Family) -> NamedSet:
 
 
 def _sorted(elements: list[Element]) -> tuple[Element, ...]:
-    unique = {e.key: e for e in elements}
+    """One element per key, in key order. Forwards that meet on a key (snat forwards to
+    one guest port) share its element: the first of them in the model gives its comment."""
+    unique: dict[tuple[Value, ...], Element] = {}
+    for element in elements:
+        unique.setdefault(element.key, element)
     return tuple(sorted(unique.values(), key=lambda e: _key_order(e.key)))
 
 

@@ -49,6 +49,7 @@ class Forward:
     snat: bool
     path: str
     location: Location | None
+    comment: str | None = None  # validated text for nft's element comments
 
     def guest_port(self, host_port: int) -> int:
         """The guest port that `host_port` (one of `port`) goes to: the same offset into
@@ -65,6 +66,12 @@ class Guest:
     address: IPv4Address | None
     address6: IPv6Address | None
     forwards: tuple[Forward, ...]
+    comment: str | None = None  # what its forwards' elements say when they say nothing
+
+    def comment_of(self, forward: Forward) -> str | None:
+        """What the elements of `forward` (one of this guest's) say: its own comment,
+        else the guest's."""
+        return forward.comment if forward.comment is not None else self.comment
 
     def address_in(self, family: Family) -> IPAddress | None:
         return self.address if family == "ip" else self.address6

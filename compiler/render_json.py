@@ -77,6 +77,8 @@ def _named_set(table: Table, named: NamedSet) -> Json:
 def _element(element: Element) -> Json:
     parts = [value_json(v) for v in element.key]
     key = parts[0] if len(parts) == 1 else {"concat": parts}
+    if element.comment is not None:  # the form nft lists an element with a comment in
+        key = {"elem": {"val": key, "comment": element.comment}}
     return key if element.data is None else [key, value_json(element.data)]
 
 

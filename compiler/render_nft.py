@@ -115,6 +115,9 @@ def rule_text(rule: Rule) -> str:
 
 def element_text(element: Element) -> str:
     key = " . ".join([value_text(v) for v in element.key])
+    if element.comment is not None:
+        # Validated (semantic): printable, no double quote, which nft could not escape.
+        key += f' comment "{element.comment}"'
     return key if element.data is None else f"{key} : {value_text(element.data)}"
 
 

@@ -47,6 +47,9 @@ _NOT_FOR_GUESTS: tuple[tuple[IPNetwork, str], ...] = (
     (IPv6Network("ff00::/8"), "multicast"),
 )
 _IPV4_MAPPED = IPv6Network("::ffff:0:0/96")
+# The longest comment nft takes, in bytes of UTF-8 (NFTNL_UDATA_COMMENT_MAXLEN); its JSON
+# input does not check it (longer ones load, or make nft abort), so nftfwd does.
+MAX_COMMENT_BYTES = 128
 
 
 def build_model(doc: Document) -> Model:
@@ -68,6 +71,35 @@ def _parse_address(text: str) -> IPAddress:
         return IPv4Address(inet_pton(AF_INET, text))
     except (OSError, TypeError, ValueError):
         return ip_address(text)
+
+
+def comment_problems(text: str) -> list[str]:
+    """What keeps `text` from being an nft comment, each with what to do; empty if it is
+    one. It goes into the ruleset between double quotes, which nft strings cannot escape:
+    so no double quote, and printable text only (no line break, no control character,
+    no invisible or bidirectional formatting that would make it read otherwise)."""
+    problems = []
+    if not text:
+        problems.append("the comment is empty; write some text, or remove the key")
+    if '"' in text:
+        problems.append(
+            "the comment holds a double quote (\"), which an nft string cannot hold; "
+            "write single quotes (') instead"
+        )
+    hidden = sorted({c for c in text if not c.isprintable()})
+    if hidden:
+        shown = ", ".join(f"U+{ord(c):04X}" for c in hidden[:5])
+        problems.append(
+            f"the comment holds characters that are not printable ({shown}); "
+            "write it as printable text on one line"
+        )
+    size = len(text.encode("utf-8", "surrogatepass"))
+    if size > MAX_COMMENT_BYTES:
+        problems.append(
+            f"the comment is {size} bytes long in UTF-8, and nft takes at most "
+            f"{MAX_COMMENT_BYTES}; shorten it by {size - MAX_COMMENT_BYTES} bytes"
+        )
+    return problems
 
 
 class _Checker:
@@ -232,6 +264,16 @@ class _Checker:
             return None
         return value
 
+    def comment(self, spec: dict[str, Any], path: KeyPath) -> str | None:
+        """The `comment` of a guest or forward, if it has one that nft can carry."""
+        if "comment" not in spec:
+            return None
+        text: str = spec["comment"]
+        problems = comment_problems(text)
+        for problem in problems:
+            self.fail((*path, "comment"), problem)
+        return None if problems else text
+
     # -- hosts -------------------------------------------------------------------
 
     def host(self, name: str, spec: dict[str, Any], path: KeyPath) -> Host:
@@ -389,6 +431,7 @@ class _Checker:
             address=cast(IPv4Address | None, address),
             address6=cast(IPv6Address | None, address6),
             forwards=forwards,
+            comment=self.comment(spec, path),
         )
 
     # -- forwards --------------------------------------------------------------------
@@ -443,9 +486,12 @@ class _Checker:
         address = (
             self.host_address(spec["address"], (*path, "address")) if "address" in spec else None
         )
+        comment = self.comment(spec, path)
         if port is None or to is None or len(sources) != len(source_texts):
             return None
         if "address" in spec and address is None:
+            return None
+        if "comment" in spec and comment is None:
             return None
         return Forward(
             port=port,
@@ -456,6 +502,7 @@ class _Checker:
             snat=spec.get("snat", False),
             path=format_path(path),
             location=self.doc.location(path),
+            comment=comment,
         )
 
     def check_forwards(self, host: Host, path: KeyPath) -> None:

@@ -3,11 +3,11 @@ for a pull request: markdown.py; JSON: plan_json.py)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from nftfwd.model import Host
-from nftfwd.plan import ElementChange, ForwardChange, Target
+from nftfwd.plan import ElementChange, ForwardChange, Target, shown_comment
 
 GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"
 FAMILY = {"ip": "IPv4", "ip6": "IPv6"}
@@ -37,24 +37,30 @@ def port_text(first: int, last: int) -> str:
     return str(first) if first == last else f"{first}-{last}"
 
 
-def _target(target: Target, change: ForwardChange, names: Mapping[str, str]) -> str:
+def _target(
+    target: Target, change: ForwardChange, names: Mapping[str, str], text: Callable[[str], str]
+) -> str:
     name = names.get(target.address)
     port = port_text(*change.guest_ports(target))
-    return f"{name + ' ' if name else ''}{target.address} port {port}"
+    comment = "" if target.comment is None else f' "{text(shown_comment(target.comment))}"'
+    return f"{name + ' ' if name else ''}{target.address} port {port}{comment}"
 
 
-def describe(change: ForwardChange, names: Mapping[str, str]) -> str:
+def describe(
+    change: ForwardChange, names: Mapping[str, str], text: Callable[[str], str] = str
+) -> str:
+    """The change in the model's terms; `text` makes a comment fit the output format."""
     key = change.key
     where = f"any {FAMILY[key.family]} host address" if key.listen == "any" else key.listen
-    text = f"{key.proto} {port_text(key.port, change.last_port)} on {where}"
+    line = f"{key.proto} {port_text(key.port, change.last_port)} on {where}"
     if key.source != "any":
-        text += f" from {key.source}"
+        line += f" from {key.source}"
     if change.new is not None:
-        text += f" -> {_target(change.new, change, names)}"
+        line += f" -> {_target(change.new, change, names, text)}"
     if change.old is not None:
-        old = _target(change.old, change, names)
-        text += f" (was {old})" if change.new is not None else f" -> {old}"
-    return text
+        old = _target(change.old, change, names, text)
+        line += f" (was {old})" if change.new is not None else f" -> {old}"
+    return line
 
 
 def format_text(diff: HostDiff, color: bool) -> str:

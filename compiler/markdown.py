@@ -4,6 +4,8 @@ same as a table, then the rules and elements as a diff."""
 
 from __future__ import annotations
 
+import re
+import string
 from collections.abc import Mapping
 
 from nftfwd.diffview import FAMILY, HostDiff, describe, element_lines, port_text
@@ -20,6 +22,19 @@ ENTITIES = {
     "#": "#35;", '"': "#quot;", "&": "#amp;", "<": "#lt;", ">": "#gt;", "`": "#96;",
     "%": "#37;",  # %% starts a comment
 }  # fmt: skip
+
+
+def markdown_text(text: str) -> str:
+    """Text for a table cell or a line of Markdown: every ASCII punctuation mark escaped
+    (CommonMark lets any be), so nothing in it is markup, a link, HTML or a cell's end."""
+    return "".join(f"\\{c}" if c in string.punctuation else c for c in text)
+
+
+def fence(lines: list[str], info: str) -> list[str]:
+    """`lines` as a fenced code block whose fence no backtick run inside can close."""
+    longest = max((len(run) for line in lines for run in re.findall("`+", line)), default=0)
+    ticks = "`" * max(3, longest + 1)
+    return [f"{ticks}{info}", *lines, ticks]
 
 
 def mermaid_text(text: str) -> str:
@@ -96,17 +111,16 @@ def format_markdown(diffs: list[HostDiff]) -> str:
             out += ["```mermaid", *flowchart(diff.forwards, diff.guest_names), "```", ""]
             out += ["| | forward |", "|---|---|"]
             out += [
-                f"| {WORD[c.change]} | {describe(c, diff.guest_names)} |" for c in diff.forwards
+                f"| {WORD[c.change]} | {describe(c, diff.guest_names, markdown_text)} |"
+                for c in diff.forwards
             ]
             out.append("")
         if diff.rules or diff.elements:
+            changes = [*diff.rules, *(line.strip() for line in element_lines(diff.elements))]
             out += [
                 "<details><summary>rules diff</summary>",
                 "",
-                "```diff",
-                *diff.rules,
-                *(line.strip() for line in element_lines(diff.elements)),
-                "```",
+                *fence(changes, "diff"),
                 "",
                 "</details>",
                 "",

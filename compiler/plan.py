@@ -29,6 +29,7 @@ class ForwardKey(NamedTuple):
 class Target(NamedTuple):
     address: str
     port: int
+    comment: str | None = None  # what the element says the forward is for
 
 
 @dataclass(frozen=True)
@@ -92,15 +93,20 @@ def forwards_of(json_objects: Iterable[Any], table: str) -> dict[ForwardKey, Tar
                 parts = _key_parts(key)
                 listen, proto, port = parts
                 forward = ForwardKey(family, proto, port, listen, guards.get(parts, "any"))
-                entries[forward] = Target(str(address), ports.get(parts, port))
+                entries[forward] = Target(str(address), ports.get(parts, port), _comment(key))
     return entries
 
 
 def _key_parts(key: Any) -> tuple[str, str, int]:
-    """(host address or "any", protocol, port) of a map key."""
-    parts = key["concat"]
+    """(host address or "any", protocol, port) of a map key (bare, or with a comment)."""
+    parts = key["elem"]["val"]["concat"] if "elem" in key else key["concat"]
     listen = str(parts[0]) if len(parts) == 3 else "any"
     return listen, str(parts[-2]), int(parts[-1])
+
+
+def _comment(key: Any) -> str | None:
+    """The comment of a map key, `{"elem": {"val": KEY, "comment": TEXT}}`, if it has one."""
+    return str(key["elem"]["comment"]) if "elem" in key and "comment" in key["elem"] else None
 
 
 def _clients(right: Any) -> str:
@@ -163,9 +169,18 @@ def _step(
     if start is None or target is None:
         return step if start is target else None
     for candidate in (1, 0) if fresh else (step,):
-        if target == Target(start.address, start.port + (port - first) * candidate):
+        if target == Target(start.address, start.port + (port - first) * candidate, start.comment):
             return candidate
     return None
+
+
+def shown_comment(comment: str) -> str:
+    """A comment as a report may print it. nftfwd's own are printable text; one read from
+    the kernel may hold anything (nft's JSON input takes any string), so what could
+    rewrite a terminal is escaped."""
+    if comment.isprintable():
+        return comment
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in comment)
 
 
 def rules_diff(old_text: str, new_text: str, old_name: str, new_name: str) -> list[str]:
@@ -234,7 +249,10 @@ def _value_text(value: Any) -> str:
     if "range" in value:
         return "-".join(_value_text(end) for end in value["range"])
     if "elem" in value:
-        return _value_text(value["elem"]["val"])
+        text = _value_text(value["elem"]["val"])
+        comment = value["elem"].get("comment")
+        return text if comment is None else f'{text} comment "{shown_comment(comment)}"'
+
     if len(value) == 1:  # a verdict: {"accept": null} or {"jump": {"target": "allow4_0"}}
         ((verdict, target),) = value.items()
         if target is None or (isinstance(target, dict) and "target" in target):

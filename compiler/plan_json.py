@@ -28,6 +28,7 @@ def _guest(target: Target, change: ForwardChange, names: Mapping[str, str]) -> d
         "guest": names.get(target.address),
         "guest_address": target.address,
         "guest_port": _ports(*change.guest_ports(target)),
+        "comment": target.comment,
     }
 
 

@@ -83,7 +83,7 @@ def comment_problems(text: str) -> list[str]:
         problems.append("the comment is empty; write some text, or remove the key")
     if '"' in text:
         problems.append(
-            "the comment holds a double quote (\"), which an nft string cannot hold; "
+            'the comment holds a double quote ("), which an nft string cannot hold; '
             "write single quotes (') instead"
         )
     hidden = sorted({c for c in text if not c.isprintable()})

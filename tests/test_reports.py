@@ -117,7 +117,7 @@ def test_diff_json_of_a_model_change_is_structured(tmp_path: Path) -> None:
     assert (host["host"], host["table"], host["changed"]) == ("homelab", "nftfwd", True)
     assert host["rules_changed"] is True  # the allowed clients are a rule of their own
     forwards = host["forwards"]
-    web = {"guest": "web", "guest_address": "192.168.122.10"}
+    web = {"guest": "web", "guest_address": "192.168.122.10", "comment": None}
     assert {**web, "protocol": "tcp", "family": "ipv4", "listen_address": None,
             "host_port": {"first": 8081, "last": 8081}, "sources": None,
             "guest_port": {"first": 80, "last": 80}} in forwards["added"]  # fmt: skip
@@ -128,9 +128,9 @@ def test_diff_json_of_a_model_change_is_structured(tmp_path: Path) -> None:
     assert [(f["protocol"], f["host_port"], f["old"], f["new"]) for f in games] == [
         (proto, {"first": 27015, "last": 27017},
          {"guest": "games", "guest_address": "192.168.122.20",
-          "guest_port": {"first": 28015, "last": 28017}},
+          "guest_port": {"first": 28015, "last": 28017}, "comment": None},
          {"guest": "games", "guest_address": "192.168.122.20",
-          "guest_port": {"first": 29015, "last": 29017}})
+          "guest_port": {"first": 29015, "last": 29017}, "comment": None})
         for proto in ("tcp", "udp")
     ]  # fmt: skip
     ssh = [f for f in forwards["added"] if f["host_port"]["first"] == 2222]

@@ -56,7 +56,8 @@ class Flow:
 
 def gone_flows(changes: Iterable[ForwardChange]) -> list[Flow]:
     """The flows of removed or retargeted forwards; those of forwards that stay are not
-    touched (a flow is matched by what it was DNATed to)."""
+    touched (a flow is matched by what it was DNATed to), nor those of a forward whose
+    comment alone changed."""
     return [
         Flow(
             c.key.family,
@@ -68,8 +69,18 @@ def gone_flows(changes: Iterable[ForwardChange]) -> list[Flow]:
             c.old_step,
         )
         for c in changes
-        if c.change in ("-", "~") and c.old is not None
+        if c.change in ("-", "~") and c.old is not None and not _comment_only(c)
     ]
+
+
+def _comment_only(change: ForwardChange) -> bool:
+    """Whether every port of the run goes where it went, only the comment differing."""
+    old, new = change.old, change.new
+    return (
+        old is not None
+        and new is not None
+        and (old.address, old.port, change.old_step) == (new.address, new.port, change.new_step)
+    )
 
 
 @dataclass(frozen=True)

@@ -97,7 +97,8 @@ def comment_problems(text: str) -> list[str]:
     if size > MAX_COMMENT_BYTES:
         problems.append(
             f"the comment is {size} bytes long in UTF-8, and nft takes at most "
-            f"{MAX_COMMENT_BYTES}; shorten it by {size - MAX_COMMENT_BYTES} bytes"
+            f"{MAX_COMMENT_BYTES}; shorten it by {size - MAX_COMMENT_BYTES} "
+            + ("byte" if size - MAX_COMMENT_BYTES == 1 else "bytes")
         )
     return problems
 

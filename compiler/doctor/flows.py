@@ -151,6 +151,8 @@ def _forward_flows(
     address, sources, listen = reach.target, reach.sources, _listen(host, reach, addresses)
     g, protos, to = ip_network(address), fw.protos, (fw.to,)
     what = f"{'/'.join(protos)} port {fw.port}, forwarded to {guest.name} {address} port {fw.to}"
+    if reach.comment is not None:  # what the forward is for, as its elements say
+        what += f' "{reach.comment}"'
     clients: tuple[Addr, ...] = sources or (ANYWHERE,)
     new = Packet(
         fam, (), (bridge.name,), (), (g,), protos, None, to, "new", "original", Tri.YES, Tri.NO

@@ -288,8 +288,10 @@ def check_listeners(host: Host, state: HostState) -> list[Finding]:
                     if not _takes_over(host, fw, lst, bridge_addrs):
                         continue
                     where = f"{lst.proto} {_show(lst.address)}:{lst.port}"
+                    comment = guest.comment_of(fw)
+                    named = fw.path if comment is None else f'{fw.path} "{comment}"'
                     message = (
-                        f"A local service listens on {where}, a port that forward {fw.path} sends "
+                        f"A local service listens on {where}, a port that forward {named} sends "
                         f"to guest {guest.name}: connections to a host address at it reach the "
                         "guest, so the service is unreachable there."
                     )

@@ -131,7 +131,9 @@ def _forward_names(hit: Hit) -> str:
     for flow in hit.flows:
         fw = flow.forward
         if fw is not None:
-            names.append(f"{'/'.join(fw.protos)} port {fw.port} of forward {fw.path}")
+            comment = flow.guest.comment_of(fw) if flow.guest is not None else None
+            note = "" if comment is None else f' "{comment}"'
+            names.append(f"{'/'.join(fw.protos)} port {fw.port} of forward {fw.path}{note}")
     return "; ".join(dict.fromkeys(names))
 
 

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -25,8 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nftfwd import schema
+from nftfwd.compiler import compile_host, render
 from nftfwd.config import select_host
 from nftfwd.errors import MAX_ECHO, MAX_REPORTED, ModelError, NftfwdError
+from nftfwd.kernel.sandbox import kernel_listing
 from nftfwd.semantic import build_model
 from nftfwd.source import (
     DEFAULT_MAX_MODEL_BYTES,
@@ -353,3 +356,105 @@ def _written(tmp_path: Path, text: str) -> str:
     model = tmp_path / "model.yaml"
     model.write_text(text)
     return str(model)
+
+
+# ---- comments: nothing a user writes leaves the string ----------------------------------
+
+COMMENTED = VALID.replace("{port: 8080, to: 80}", "{port: 8080, to: 80, comment: COMMENT}")
+
+
+def _commented(comment: str) -> str:
+    """VALID with `comment` on its forward, as a YAML double-quoted string: anything but
+    printable ASCII as an escape, which YAML reads back as that very character."""
+    quoted = "".join(
+        c if " " <= c <= "~" and c not in '"\\' else f"\\U{ord(c):08X}" for c in comment
+    )
+    return COMMENTED.replace("COMMENT", f'"{quoted}"')
+
+
+@pytest.mark.parametrize(
+    "comment",
+    [
+        'web" : 10.0.0.9 } ; flush ruleset ; #',  # end the string, then the element, the set
+        'web\\" ; flush ruleset',  # nft has no escape in strings: \" ends it all the same
+        "web\nflush ruleset",  # a line break: the next line would be a command
+        "web\r\ntable inet x {}",
+        "web\x1b[2J",  # rewrite the terminal of who lists the ruleset
+        "admin \u202enigol",  # a bidi override: reads otherwise than it is
+        "zero\u200bwidth",
+        "line\u2028separator",
+        "nul\x00byte",
+        "\ufeffbom",
+        "x" * 129,  # nft's limit (its JSON input does not check it)
+        "é" * 65,  # 130 bytes in 65 characters
+    ],
+)
+def test_a_comment_that_could_leave_its_string_is_refused(tmp_path: Path, comment: str) -> None:
+    for fmt in ("nft", "json"):
+        result = run_cli("build", _written(tmp_path, _commented(comment)), "--format", fmt)
+        assert (result.code, result.stdout) == (2, "")
+        assert "Traceback" not in result.stderr
+        assert "hosts.h.bridges.br0.guests.g.forwards[0].comment: the comment " in result.stderr
+        assert all(line.isprintable() for line in result.stderr.splitlines())
+
+
+@cache
+def _uncommented() -> str:
+    model = build_model(load_text(VALID, "m.yaml"))
+    return render(compile_host(model, model.hosts[0]), "nft")
+
+
+@settings(max_examples=300, derandomize=True, deadline=None)
+@given(comment=st.text(max_size=140))
+def test_any_comment_is_refused_or_stays_one_nft_string(comment: str) -> None:
+    """nft's scanner reads a string as `"[^"]*"`: printable text without a double quote
+    is read back whole, whatever else it holds. Anything else is a located error."""
+    doc = load_text(_commented(comment), "m.yaml")
+    try:
+        schema.validate_shape(doc)
+        model = build_model(doc)
+    except ModelError as err:
+        assert all(p.path.endswith(".comment") for p in err.problems), err
+        assert not (comment and comment.isprintable() and '"' not in comment
+                    and len(comment.encode()) <= 128)  # fmt: skip
+        return
+    assert comment.isprintable() and '"' not in comment and 0 < len(comment.encode()) <= 128
+    text = render(compile_host(model, model.hosts[0]), "nft")
+    assert text.count(f'tcp . 8080 comment "{comment}" : ') == 2  # both DNAT maps
+    # The comment adds itself to those two elements, and nothing else anywhere.
+    assert text.replace(f' comment "{comment}"', "") == _uncommented()
+
+
+@pytest.mark.kernel
+@pytest.mark.parametrize(
+    "comment",
+    [
+        "} ; flush ruleset ; #",
+        "a \\ b \\",
+        "' or 1=1 -- ${HOME} $(id) `id`",
+        "@dnat_addr_any4 : jump x ; accept",
+        '*/ /* # comment "',  # refused: the double quote
+        "ünïcödé ☕ " + "é" * 56,  # 128 bytes
+    ],
+)
+def test_an_accepted_comment_reaches_the_kernel_as_written(tmp_path: Path, comment: str) -> None:
+    """Loaded from either renderer, the kernel lists the comment as written, and only on
+    the elements of the forward."""
+    doc = load_text(_commented(comment), "m.yaml")
+    if '"' in comment:
+        with pytest.raises(ModelError):
+            build_model(doc)
+        return
+    model = build_model(doc)
+    table = compile_host(model, model.hosts[0])
+    for fmt in ("nft", "json"):
+        listing = kernel_listing(render(table, fmt), fmt, "inet", "nftfwd")  # type: ignore[arg-type]
+        assert listing.text.count(f' comment "{comment}" : ') == 2
+        listed = [
+            element[0]["elem"]["comment"]
+            for obj in listing.json["nftables"]  # type: ignore[attr-defined]
+            if "map" in obj
+            for element in obj["map"].get("elem", [])
+            if isinstance(element[0], dict) and "elem" in element[0]
+        ]
+        assert listed == [comment, comment]

@@ -284,12 +284,19 @@ def _name_protocols(obj: dict[str, Any]) -> None:
     named: list[Any] = []
     for element in body["elem"]:
         key = element[0] if kind == "map" else element
+        # An element with a comment wraps its key: {"elem": {"val": KEY, "comment": ...}}.
+        wrapper = key["elem"] if isinstance(key, dict) and "elem" in key else None
+        if wrapper is not None:
+            key = wrapper["val"]
         parts = key["concat"] if isinstance(key, dict) and "concat" in key else None
         if parts is not None and len(parts) == len(types):
             for i in where:
                 parts[i] = PROTOCOL_NAMES.get(parts[i], parts[i])
         elif parts is None and len(types) == 1:
             key = PROTOCOL_NAMES.get(key, key) if isinstance(key, int) else key
-            element = [key, element[1]] if kind == "map" else key
+            if wrapper is not None:
+                wrapper["val"] = key
+            else:
+                element = [key, element[1]] if kind == "map" else key
         named.append(element)
     body["elem"] = named

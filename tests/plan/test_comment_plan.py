@@ -1,0 +1,106 @@
+"""A change of comment alone: a changed forward in diff (text, Markdown, JSON), element
+changes, and no connection to close; a change of target with it still closes them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cli_runner import run_cli
+from jsonschema import Draft202012Validator
+
+from nftfwd.compiler import compile_host, load_model
+from nftfwd.kernel.conntrack import Flow, gone_flows
+from nftfwd.plan import ForwardChange, compare, forwards_of
+from nftfwd.render_json import batch
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLE = REPO / "examples" / "comments.yaml"
+OLD = "HTTPS for staff; renew the cert in March"
+
+
+def edited(tmp_path: Path, old: str, new: str) -> Path:
+    text = EXAMPLE.read_text()
+    assert old in text
+    path = tmp_path / "new.yaml"
+    path.write_text(text.replace(old, new))
+    return path
+
+
+def test_diff_shows_a_changed_comment_as_a_changed_forward(tmp_path: Path) -> None:
+    new = edited(tmp_path, OLD, "HTTPS for staff")
+    done = run_cli("diff", "--from", str(EXAMPLE), str(new))
+    assert done.code == 1, done.stderr
+    lines = done.stdout.splitlines()
+    assert (
+        '  ~ tcp 443 on any IPv4 host address -> wiki 10.20.0.10 port 443 "HTTPS for staff" '
+        f'(was wiki 10.20.0.10 port 443 "{OLD}")'
+    ) in lines
+    assert f'  - dnat_addr_any4 {{ tcp . 443 comment "{OLD}" : 10.20.0.10 }}' in lines
+    assert '  + dnat_addr_any4 { tcp . 443 comment "HTTPS for staff" : 10.20.0.10 }' in lines
+    assert '  + dnat_port_any6 { tcp . 443 comment "HTTPS for staff" : 443 }' in lines
+    assert "rules:" not in lines  # only elements change
+
+
+def test_diff_json_has_the_comment_on_each_side(tmp_path: Path) -> None:
+    new = edited(tmp_path, f', comment: "{OLD}"', "")
+    done = run_cli("diff", "--from", str(EXAMPLE), str(new), "--format", "json")
+    assert done.code == 1, done.stderr
+    document = json.loads(done.stdout)
+    schema = json.loads((REPO / "schemas" / "diff.schema.json").read_text())
+    Draft202012Validator(schema).validate(document)
+    (host,) = document["hosts"]
+    changed = host["forwards"]["changed"]
+    assert [(f["family"], f["old"]["comment"], f["new"]["comment"]) for f in changed] == [
+        ("ipv4", OLD, "wiki.example.org (ticket #4711)"),  # the guest's, now
+        ("ipv6", OLD, "wiki.example.org (ticket #4711)"),
+    ]
+    assert host["forwards"]["added"] == host["forwards"]["removed"] == []
+    assert host["rules_changed"] is False
+
+
+def test_markdown_escapes_a_comment_and_no_backticks_close_its_fence(tmp_path: Path) -> None:
+    hostile = "x | y ``` </details> <script>alert(1)</script> [a](http://b) *c*"
+    new = edited(tmp_path, OLD, hostile)
+    done = run_cli("diff", "--from", str(EXAMPLE), str(new), "--format", "markdown")
+    assert done.code == 1, done.stderr
+    rows = [line for line in done.stdout.splitlines() if line.startswith("| changed |")]
+    assert rows and all(line.count("|") - line.count("\\|") == 3 for line in rows), rows
+    assert "<script>" not in done.stdout.split("<details>")[0]
+    assert "\\<script\\>" in rows[0] and "\\`\\`\\`" in rows[0]
+    # The element lines hold the comment as it is, inside a fence of four backticks.
+    assert "````diff" in done.stdout.splitlines()
+    block = done.stdout.split("````diff\n", 1)[1].split("\n````\n", 1)[0]
+    assert f'comment "{hostile}"' in block
+
+
+def _changes(old: Path, new: Path) -> list[ForwardChange]:
+    sides = []
+    for path in (old, new):
+        model = load_model(path)
+        commands = batch(compile_host(model, model.hosts[0]))["nftables"]
+        sides.append(forwards_of(commands, model.table))
+    return compare(*sides)
+
+
+def test_a_change_of_comment_alone_closes_no_connection(tmp_path: Path) -> None:
+    new = edited(tmp_path, "CI runners: métriques ✓", "CI runners, moved")
+    changes = _changes(EXAMPLE, new)
+    # The range 9000-9002 (tcp and udp) is one changed forward per protocol.
+    assert [(c.change, c.key.proto, c.key.port, c.last_port) for c in changes] == [
+        ("~", "tcp", 9000, 9002),
+        ("~", "udp", 9000, 9002),
+    ]
+    assert gone_flows(changes) == []
+
+
+def test_a_new_target_with_a_new_comment_still_closes_its_connections(tmp_path: Path) -> None:
+    new = edited(
+        tmp_path,
+        '{port: 443, comment: "HTTPS for staff; renew the cert in March"}',
+        '{port: 443, to: 8443, comment: "moved"}',
+    )
+    assert gone_flows(_changes(EXAMPLE, new)) == [
+        Flow("ip", "tcp", 443, 443, "10.20.0.10", 443, 1),
+        Flow("ip6", "tcp", 443, 443, "fd00:20::10", 443, 1),
+    ]

@@ -10,8 +10,9 @@ from cli_runner import run_cli
 from jsonschema import Draft202012Validator
 
 from nftfwd.compiler import compile_host, load_model
+from nftfwd.diffview import describe
 from nftfwd.kernel.conntrack import Flow, gone_flows
-from nftfwd.plan import ForwardChange, compare, forwards_of
+from nftfwd.plan import ForwardChange, compare, compare_elements, elements_of, forwards_of
 from nftfwd.render_json import batch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,3 +105,19 @@ def test_a_new_target_with_a_new_comment_still_closes_its_connections(tmp_path: 
         Flow("ip", "tcp", 443, 443, "10.20.0.10", 443, 1),
         Flow("ip6", "tcp", 443, 443, "fd00:20::10", 443, 1),
     ]
+
+
+def test_a_comment_read_from_the_kernel_cannot_rewrite_the_terminal() -> None:
+    """nft's JSON input takes any string: a comment someone else put on nftfwd's live
+    elements is shown with what could rewrite a terminal escaped."""
+    live = [
+        {"map": {"table": "nftfwd", "name": "dnat_addr_any4", "elem": [
+            [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "x\x1b[2J\ny"}}, "10.0.0.2"]]}},
+        {"map": {"table": "nftfwd", "name": "dnat_port_any4", "elem": [
+            [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "x\x1b[2J\ny"}}, 80]]}},
+    ]  # fmt: skip
+    (change,) = compare(forwards_of(live, "nftfwd"), {})
+    text = describe(change, {"10.0.0.2": "web"})
+    assert text == 'tcp 80 on any IPv4 host address -> web 10.0.0.2 port 80 "x\\x1b[2J\\ny"'
+    (element,) = compare_elements(elements_of(live, "nftfwd"), {})[:1]
+    assert element.element == 'tcp . 80 comment "x\\x1b[2J\\ny" : 10.0.0.2'

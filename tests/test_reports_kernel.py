@@ -88,11 +88,13 @@ def test_diff_json_and_markdown_against_the_live_table(
                 "guest": "web",
                 "guest_address": address,
                 "guest_port": {"first": 80, "last": 80},
+                "comment": None,
             },
             "new": {
                 "guest": "web",
                 "guest_address": address,
                 "guest_port": {"first": 81, "last": 81},
+                "comment": None,
             },
         }
         for family, address in (("ipv4", "192.168.122.10"), ("ipv6", "fd00:122::10"))

@@ -5,12 +5,13 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, ip_address
-from pathlib import Path
+
+from conftest import TEST_DATA
 
 from nftfwd.doctor.ruleset import analyse_ruleset
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "doctor"
+DATA = TEST_DATA / "doctor"
 PATH = "hosts.localhost.bridges.virbr0.guests.centos.forwards[0]"
 SSH = Forward(PortRange(2222, 2222), PortRange(22, 22), ("tcp",), (), None, False, PATH, None)
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e import load, read_model, ruleset
 from harness import Topology
+from wire import load, read_model, ruleset
 
 pytestmark = pytest.mark.kernel
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import EXAMPLES
 from kernel_ns import Namespace, namespace
 
 from nftfwd.kernel.libnft import _name_protocols
@@ -18,7 +19,7 @@ from nftfwd.semantic import MAX_COMMENT_BYTES
 
 pytestmark = pytest.mark.kernel
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "comments.yaml"
+EXAMPLE = EXAMPLES / "comments.yaml"
 TRICKY = "a \\ b $x {c}; #d 'e' } : accept comment */ métriques ✓"
 LONGEST = "é" * (MAX_COMMENT_BYTES // 2)  # 128 bytes, 64 characters
 MODEL = """\

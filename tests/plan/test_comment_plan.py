@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 from cli_runner import run_cli
+from conftest import REPO
 from jsonschema import Draft202012Validator
 
 from nftfwd.compiler import compile_host, load_model
@@ -15,7 +16,6 @@ from nftfwd.kernel.conntrack import Flow, gone_flows
 from nftfwd.plan import ForwardChange, compare, compare_elements, elements_of, forwards_of
 from nftfwd.render_json import batch
 
-REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = REPO / "examples" / "comments.yaml"
 OLD = "HTTPS for staff; renew the cert in March"
 

@@ -14,6 +14,16 @@ def ratio(a: float | None, b: float | None) -> float | None:
     return a / b
 
 
+def _median(p: dict[str, Any], key: str) -> float | None:
+    """The median seconds of one measured step of one N (None: not measured or failed)."""
+    value = p.get(key, {}).get("median_s")
+    return None if value is None else float(value)
+
+
+def _minus(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
 def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     sizes = out["sizes"]
     lo, hi = str(sizes[0]), str(sizes[-1])
@@ -21,10 +31,11 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
     fc = out.get("fixed_cost", {})
 
     def m(n: str, key: str) -> float | None:
-        return per.get(n, {}).get(key, {}).get("median_s")
+        return _median(per.get(n, {}), key)
 
     def err(n: str, key: str) -> str | None:
-        return per.get(n, {}).get(key, {}).get("error")
+        error = per.get(n, {}).get(key, {}).get("error")
+        return None if error is None else str(error)
 
     rows: list[dict[str, Any]] = []
 
@@ -59,16 +70,8 @@ def targets(out: dict[str, Any]) -> list[dict[str, Any]]:
             }
         )
 
-    d_load = (
-        None
-        if m(hi, "load_empty") is None or m(lo, "load_empty") is None
-        else m(hi, "load_empty") - m(lo, "load_empty")
-    )
-    d_nft = (
-        None
-        if m(hi, "nft_f_empty") is None or m(lo, "nft_f_empty") is None
-        else m(hi, "nft_f_empty") - m(lo, "nft_f_empty")
-    )
+    d_load = _minus(m(hi, "load_empty"), m(lo, "load_empty"))
+    d_nft = _minus(m(hi, "nft_f_empty"), m(lo, "nft_f_empty"))
     scale = ratio(d_load, d_nft)
     why = None
     if err(hi, "load_empty"):
@@ -149,7 +152,7 @@ def observations(out: dict[str, Any]) -> dict[str, Any]:
         p, key = per[str(n)], str(n)
 
         def m(k: str, p: dict[str, Any] = p) -> float | None:
-            return p.get(k, {}).get("median_s")
+            return _median(p, k)
 
         seed = p.get("seed", {}).get("lower_bound_s")
         mr = pp.get(f"map@{n}", {}).get("median_rate")
@@ -161,10 +164,8 @@ def observations(out: dict[str, Any]) -> dict[str, Any]:
             "load_over_nft_f": ratio(m("load_empty"), m("nft_f_empty")),
             "list_over_nft_f": ratio(m("nft_list_json"), m("nft_f_empty")),
             "scale_vs_proving_floor": ratio(
-                None
-                if m("load_empty") is None or per[lo].get("load_empty", {}).get("median_s") is None
-                else m("load_empty") - per[lo]["load_empty"]["median_s"],
-                None if proving is None or proving_lo is None else proving - proving_lo,
+                _minus(m("load_empty"), _median(per[lo], "load_empty")),
+                _minus(proving, proving_lo),
             )
             if key != lo
             else None,
@@ -174,12 +175,8 @@ def observations(out: dict[str, Any]) -> dict[str, Any]:
             "map_rate_over_rule_rate": ratio(mr, rr),
             "map_rate_over_map_rate_at_smallest_n": ratio(mr, m10),
             "scale_vs_smallest_n": ratio(
-                None
-                if m("load_empty") is None or per[lo].get("load_empty", {}).get("median_s") is None
-                else m("load_empty") - per[lo]["load_empty"]["median_s"],
-                None
-                if m("nft_f_empty") is None
-                else m("nft_f_empty") - per[lo].get("nft_f_empty", {}).get("median_s", 0.0),
+                _minus(m("load_empty"), _median(per[lo], "load_empty")),
+                _minus(m("nft_f_empty"), _median(per[lo], "nft_f_empty") or 0.0),
             )
             if key != lo
             else None,
@@ -191,6 +188,5 @@ def observations(out: dict[str, Any]) -> dict[str, Any]:
 def _proving_floor(p: dict[str, Any]) -> float | None:
     """The kernel work of a load into an empty host that reads its result back: `nft -f`
     plus one `nft -p -j list table` (on a loaded host the live table is listed too)."""
-    load = p.get("nft_f_empty", {}).get("median_s")
-    listing = p.get("nft_list_json", {}).get("median_s")
+    load, listing = _median(p, "nft_f_empty"), _median(p, "nft_list_json")
     return None if load is None or listing is None else load + listing

@@ -46,6 +46,7 @@ LAYERS = {
     "nftfwd.lower": PURE,
     "nftfwd.render_json": PURE,
     "nftfwd.render_nft": PURE,
+    "nftfwd.nftjson": PURE,
     "nftfwd.templating": PURE,
     "nftfwd.templates": PURE,
     "nftfwd.schemas": PURE,

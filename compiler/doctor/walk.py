@@ -11,6 +11,7 @@ from nftfwd.doctor.judge import Judge
 from nftfwd.doctor.listing import Chain, Json, Rule, Ruleset, xt_conditions
 from nftfwd.doctor.shape import shape
 from nftfwd.doctor.tri import Tri, t_and
+from nftfwd.nftjson import Element, read_element
 
 MAX_DEPTH = 32  # jumps deeper than this are judged "maybe"
 NONTERMINAL_XT = {
@@ -68,6 +69,14 @@ def _once(rs: Ruleset, key: tuple[Any, ...], match: Json) -> Json:
     """A match that a walk builds from part of a rule, the first one built for that part:
     the judge's memo, keyed by the match, then finds it again for the next flow."""
     return rs.memo.setdefault(key, match)
+
+
+def _elements(rs: Ruleset, anonymous: list[Json]) -> tuple[Element, ...]:
+    """An anonymous map's elements, read once: the memo's keys hold their id()."""
+    found: tuple[Element, ...] = rs.memo.setdefault(
+        ("anonymous map", id(anonymous)), tuple(map(read_element, anonymous))
+    )
+    return found
 
 
 class Walk:
@@ -150,19 +159,21 @@ class Walk:
     ) -> tuple[str, bool, bool]:
         data = val.get("data")
         if isinstance(data, str) and data.startswith("@"):
-            entries = self.rs.sets.get((chain.family, chain.table, data[1:]))
+            named = self.rs.sets.get((chain.family, chain.table, data[1:]))
+            entries = None if named is None else named.elements
         else:
-            entries = data.get("set") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
+            anonymous = data.get("set") if isinstance(data, dict) else None
+            entries = _elements(self.rs, anonymous) if isinstance(anonymous, list) else None
+        if entries is None:
             return "continue", False, False
         for entry in entries:
-            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict)):
+            if not isinstance(entry.data, dict):
                 certain = False
                 continue
-            match = {"op": "==", "left": val.get("key"), "right": entry[0]}
+            match = {"op": "==", "left": val.get("key"), "right": entry.key}
             match = _once(self.rs, ("vmap", id(val), id(entry)), match)
             cond = t_and(m, self.judge.match(match))
-            verdict = _verdict(*next(iter(entry[1].items()))) if len(entry[1]) == 1 else None
+            verdict = _verdict(*next(iter(entry.data.items()))) if len(entry.data) == 1 else None
             if cond is Tri.NO:
                 continue
             if verdict is None:

@@ -253,6 +253,47 @@ def _strings(value: Any) -> tuple[str, ...]:
     return tuple(str(v) for v in value) if isinstance(value, list) else ()
 
 
+def add_commands(items: Iterable[Any]) -> list[Any]:
+    """Listed objects as `add` commands that make them again, in the order a transaction
+    needs: chains before the maps that jump to them, sets and maps before the rules that
+    use them (anything else between). Handles go: in an `add rule` one names a position."""
+    rank = {"table": 0, "chain": 1, "set": 3, "map": 3, "rule": 4}  # anything else: 2
+    objects = [o for o in items if isinstance(o, dict) and len(o) == 1 and "metainfo" not in o]
+    commands: list[Any] = []
+    for obj in sorted(objects, key=lambda o: rank.get(next(iter(o)), 2)):
+        ((kind, body),) = obj.items()
+        commands.append({"add": {kind: {k: v for k, v in body.items() if k != "handle"}}})
+    return commands
+
+
+PROTOCOL_NAMES = {6: "tcp", 17: "udp"}  # the protocols nftfwd writes, by number
+
+
+def name_protocols(obj: dict[str, Any]) -> None:
+    """tcp and udp by name again in the elements of a set or map listed numerically, in
+    the parts of their keys whose type is inet_proto."""
+    kind = "map" if "map" in obj else "set"
+    body = obj.get(kind)
+    if not isinstance(body, dict) or not body.get("elem"):
+        return
+    types = body["type"] if isinstance(body["type"], list) else [body["type"]]
+    where = [i for i, key_type in enumerate(types) if key_type == "inet_proto"]
+    if not where:
+        return
+    named: list[Any] = []
+    for element in body["elem"]:
+        key = element[0] if kind == "map" else element
+        parts = key["concat"] if isinstance(key, dict) and "concat" in key else None
+        if parts is not None and len(parts) == len(types):
+            for i in where:
+                parts[i] = PROTOCOL_NAMES.get(parts[i], parts[i])
+        elif parts is None and len(types) == 1:
+            key = PROTOCOL_NAMES.get(key, key) if isinstance(key, int) else key
+            element = [key, element[1]] if kind == "map" else key
+        named.append(element)
+    body["elem"] = named
+
+
 # --- the printer ----------------------------------------------------------------------
 
 IFNAME_KEYS = ("iifname", "oifname", "iif", "oif")

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from nftfwd.errors import NftfwdError
+from nftfwd.nftjson import name_protocols
 
 # Debian's python3-nftables installs the binding here, for the system Python only;
 # a virtual environment made without --system-site-packages can still use it.
@@ -243,7 +244,7 @@ class Nft:
                 f"libnftables listed table {family} {name} as invalid JSON ({err})."
             ) from None
         for obj in objects:
-            _name_protocols(obj)
+            name_protocols(obj)
         return objects
 
     def has_table(self, family: str, name: str) -> bool:
@@ -265,31 +266,3 @@ def table_outlines(listing: str) -> dict[tuple[str, str], str]:
         elif line.startswith("table ") and line.split()[3:4] == ["{"]:
             current = [line]  # the header may end in a comment: `{ # progname firewalld`
     return blocks
-
-
-PROTOCOL_NAMES = {6: "tcp", 17: "udp"}  # the protocols nftfwd writes, by number
-
-
-def _name_protocols(obj: dict[str, Any]) -> None:
-    """tcp and udp by name again in the elements of a set or map listed numerically, in
-    the parts of their keys whose type is inet_proto."""
-    kind = "map" if "map" in obj else "set"
-    body = obj.get(kind)
-    if not isinstance(body, dict) or not body.get("elem"):
-        return
-    types = body["type"] if isinstance(body["type"], list) else [body["type"]]
-    where = [i for i, key_type in enumerate(types) if key_type == "inet_proto"]
-    if not where:
-        return
-    named: list[Any] = []
-    for element in body["elem"]:
-        key = element[0] if kind == "map" else element
-        parts = key["concat"] if isinstance(key, dict) and "concat" in key else None
-        if parts is not None and len(parts) == len(types):
-            for i in where:
-                parts[i] = PROTOCOL_NAMES.get(parts[i], parts[i])
-        elif parts is None and len(types) == 1:
-            key = PROTOCOL_NAMES.get(key, key) if isinstance(key, int) else key
-            element = [key, element[1]] if kind == "map" else key
-        named.append(element)
-    body["elem"] = named

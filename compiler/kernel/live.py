@@ -19,6 +19,7 @@ from nftfwd.kernel.libnft import Nft
 from nftfwd.kernel.owner import owned_table_error
 from nftfwd.kernel.sandbox import kernel_outline
 from nftfwd.model import Host
+from nftfwd.nftjson import add_commands
 from nftfwd.plan import compare, compare_elements, elements_of, forwards_of, rules_diff
 from nftfwd.render_json import batch, render_json
 
@@ -96,17 +97,11 @@ def batch_file(commands: Batch) -> str:
 
 def restore_batch(table: Table, live: LiveTable) -> Batch:
     """A transaction that puts the table back as `live` holds it (or removes it), in the
-    order the kernel needs: chains before the maps that jump to them, sets and maps before
-    the rules that use them. Handles go: in an `add rule` one names a position."""
+    order the kernel needs (nftjson.add_commands)."""
     ident = {"family": table.family, "name": table.name}
     commands: list[Any] = [
         {"metainfo": {"json_schema_version": 1}},
         {"add": {"table": dict(ident)}},
         {"delete": {"table": dict(ident)}},
     ]
-    rank = {"table": 0, "chain": 1, "set": 3, "map": 3, "rule": 4}  # anything else: 2
-    objects = [o for o in live.objects if isinstance(o, dict) and "metainfo" not in o]
-    for obj in sorted(objects, key=lambda o: rank.get(next(iter(o)), 2)):
-        ((kind, body),) = obj.items()
-        commands.append({"add": {kind: {k: v for k, v in body.items() if k != "handle"}}})
-    return {"nftables": commands}
+    return {"nftables": [*commands, *add_commands(live.objects)]}

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from nftfwd.errors import NftfwdError
-from nftfwd.nftjson import name_protocols
+from nftfwd.nftjson import name_protocols, read_objects
 
 # Debian's python3-nftables installs the binding here, for the system Python only;
 # a virtual environment made without --system-site-packages can still use it.
@@ -146,25 +146,22 @@ class Nft:
         rules, and no set: listing anything inside a table makes nft 1.0.6 fetch every
         element of that table's sets, and nftfwd's own maps are large."""
         items: list[Any] = [{"table": {"family": f, "name": n}} for f, n in self.tables()]
-        for chain in self._json_items("list chains"):
-            if "chain" not in chain:
-                continue
-            key = {k: chain["chain"].get(k) for k in ("family", "table", "name")}
-            if (key["family"], key["table"]) == outline_only:
-                items.append(chain)
-                continue
-            items += self._listed({"chain": key}, ("chain", "rule"))
+        for raw in self._json_items("list chains"):
+            for chain in read_objects([raw]).chains:
+                key = {"family": chain.family, "table": chain.table, "name": chain.name}
+                if (chain.family, chain.table) == outline_only:
+                    items.append(raw)
+                else:
+                    items += self._listed({"chain": key}, ("chain", "rule"))
         self._ctx.set_terse_output(True)
         try:
             declared = self._json_items("list sets") + self._json_items("list maps")
         finally:
             self._ctx.set_terse_output(False)
-        for item in declared:
-            kind = "map" if "map" in item else "set"
-            body = item[kind]
-            if (body.get("family"), body.get("table")) != outline_only:
-                key = {k: body.get(k) for k in ("family", "table", "name")}
-                items += self._listed({kind: key}, (kind,))
+        for named in read_objects(declared).sets:
+            if (named.family, named.table) != outline_only:
+                key = {"family": named.family, "table": named.table, "name": named.name}
+                items += self._listed({named.kind: key}, (named.kind,))
         return {"nftables": items}
 
     def _listed(self, what: dict[str, Any], kinds: tuple[str, ...]) -> list[Any]:

@@ -335,3 +335,27 @@ def element_text(element: Element) -> str:
     """A set's element, or a map's `key : data`, as nft writes it."""
     key = expr_text(element.key)
     return key if element.data is None else f"{key} : {expr_text(element.data)}"
+
+
+def rule_text(expr: Iterable[Expr]) -> str:
+    """A short nft-like rendering of a rule's expressions (doctor's, when no text listing
+    with iptables-nft's translations is given)."""
+    words: list[str] = []
+    for item in expr:
+        if not isinstance(item, dict) or len(item) != 1:
+            continue
+        key, val = next(iter(item.items()))
+        if key == "counter":
+            continue
+        if key == "match" and isinstance(val, dict):
+            op = "" if val.get("op") in ("==", "in", None) else f"{val.get('op')} "
+            left = expr_text(val.get("left"))
+            quote = left in IFNAME_KEYS
+            words.append(f"{left} {op}{expr_text(val.get('right'), quote)}")
+        elif key == "xt" and isinstance(val, dict):
+            words.append(f"xt {val.get('type')} {val.get('name')}")
+        elif key in ("jump", "goto") and isinstance(val, dict):
+            words.append(f"{key} {val.get('target')}")
+        else:
+            words.append(key)
+    return " ".join(words)

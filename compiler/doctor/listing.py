@@ -12,7 +12,7 @@ from typing import Any
 
 from nftfwd import nftjson
 from nftfwd.errors import NftfwdError
-from nftfwd.nftjson import IFNAME_KEYS, Expr, NamedSet, NotNftJson, Table, expr_text, read_document
+from nftfwd.nftjson import Expr, NamedSet, NotNftJson, Table, read_document, rule_text
 
 Json = Expr  # a libnftables JSON expression, as rules hold them
 L4 = {"tcp", "udp", "sctp", "dccp", "udplite"}
@@ -77,7 +77,9 @@ def index_ruleset(ruleset: Json, text: str | None = None) -> Ruleset:
             chain = rs.chains.setdefault(key, Chain(*key, "", None, 0, "accept"))
             expr = list(obj.expr)
             shown = texts.get((*key, obj.handle)) if obj.handle is not None else None
-            chain.rules.append(Rule(len(chain.rules) + 1, obj.handle, expr, shown or render(expr)))
+            chain.rules.append(
+                Rule(len(chain.rules) + 1, obj.handle, expr, shown or rule_text(obj.expr))
+            )
         elif isinstance(obj, NamedSet):
             rs.sets[(obj.family, obj.table, obj.name)] = obj
     return rs
@@ -196,26 +198,3 @@ def xt_conditions(name: str, text: str) -> list[Json] | None:
         right, i = _value(tokens, i)
         conds.append({"match": {"op": op, "left": left, "right": right}})
     return conds or None
-
-
-def render(expr: list[Json]) -> str:
-    """A short nft-like rendering of a rule's expressions (when no text listing is given)."""
-    words: list[str] = []
-    for item in expr:
-        if not isinstance(item, dict) or len(item) != 1:
-            continue
-        key, val = next(iter(item.items()))
-        if key == "counter":
-            continue
-        if key == "match" and isinstance(val, dict):
-            op = "" if val.get("op") in ("==", "in", None) else f"{val.get('op')} "
-            left = expr_text(val.get("left"))
-            quote = left in IFNAME_KEYS
-            words.append(f"{left} {op}{expr_text(val.get('right'), quote)}")
-        elif key == "xt" and isinstance(val, dict):
-            words.append(f"xt {val.get('type')} {val.get('name')}")
-        elif key in ("jump", "goto") and isinstance(val, dict):
-            words.append(f"{key} {val.get('target')}")
-        else:
-            words.append(key)
-    return " ".join(words)

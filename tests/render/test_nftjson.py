@@ -25,6 +25,7 @@ from nftfwd.nftjson import (
     read_document,
     read_element,
     read_objects,
+    rule_text,
     verdict,
 )
 
@@ -199,3 +200,15 @@ def test_what_the_reader_has_no_type_for_is_kept_or_skipped_never_a_crash() -> N
 )
 def test_the_printer(expr: Any, quote: bool, text: str) -> None:
     assert expr_text(expr, quote) == text
+
+
+def test_a_rules_expressions_printed() -> None:
+    expr = [
+        {"match": {"op": "==", "left": {"meta": {"key": "iifname"}}, "right": "eth0"}},
+        {"match": {"op": "!=", "left": {"payload": {"protocol": "ip", "field": "saddr"}},
+                   "right": {"prefix": {"addr": "10.0.0.0", "len": 8}}}},
+        {"xt": {"type": "match", "name": "conntrack"}},
+        {"counter": {"packets": 0, "bytes": 0}},
+        {"jump": {"target": "DOCKER"}},
+    ]  # fmt: skip
+    assert rule_text(expr) == 'iifname "eth0" ip saddr != 10.0.0.0/8 xt match conntrack jump DOCKER'

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 Expr = Any  # a libnftables JSON expression, as read
 
@@ -59,10 +59,10 @@ class Match:
     right: Expr
 
 
-@dataclass(frozen=True)
-class Element:
+class Element(NamedTuple):
     """One element: a set's key, or a map's key and data; each a JSON expression (an
-    atom, a `concat`, a `prefix`, a `range`, or for data a verdict)."""
+    atom, a `concat`, a `prefix`, a `range`, or for data a verdict). A named tuple, not a
+    dataclass: a table of 10,000 forwards lists 40,000 of them, and tuples are made in C."""
 
     key: Expr
     data: Expr = None  # a map's; None in a set
@@ -71,7 +71,9 @@ class Element:
     @property
     def parts(self) -> tuple[Expr, ...]:
         """The key's parts: those of a concatenation, else the key alone."""
-        return tuple(concat_parts(self.key))
+        key = self.key
+        parts = key.get("concat") if type(key) is dict else None
+        return tuple(parts) if type(parts) is list else (key,)
 
 
 @dataclass(frozen=True)
@@ -191,19 +193,19 @@ def read_object(kind: str, body: dict[str, Any]) -> Object:
             _strings(body.get("type")),
             _str_or_none(body.get("map")),
             _strings(body.get("flags")),
-            tuple(read_element(e) for e in raw) if isinstance(raw, list) else (),
+            tuple(map(read_element, raw)) if isinstance(raw, list) else (),
         )
     return Other(kind, body)
 
 
 def read_element(raw: Expr) -> Element:
     """`key`, `[key, data]`, with the key possibly `{"elem": {"val": key, ...}}` (an
-    element with a comment, counter or timeout)."""
-    key, data = (raw[0], raw[1]) if isinstance(raw, list) and len(raw) == 2 else (raw, None)
-    comment = None
-    if isinstance(key, dict) and isinstance(wrapped := key.get("elem"), dict):
-        key, comment = wrapped.get("val"), _str_or_none(wrapped.get("comment"))
-    return Element(key, data, comment)
+    element with a comment, counter or timeout). Read 40,000 times for a table of 10,000
+    forwards: plain type tests, no helper calls."""
+    key, data = (raw[0], raw[1]) if type(raw) is list and len(raw) == 2 else (raw, None)
+    if type(key) is dict and type(wrapped := key.get("elem")) is dict:
+        return Element(wrapped.get("val"), data, _str_or_none(wrapped.get("comment")))
+    return Element(key, data)
 
 
 def element_json(element: Element) -> Expr:

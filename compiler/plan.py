@@ -9,20 +9,19 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
 
 from nftfwd.lower import ANY, AT, map_of
 from nftfwd.model import FAMILIES
 from nftfwd.nftjson import (
+    Document,
     Element,
     Rule,
     element_json,
     element_text,
     expr_text,
     read_element,
-    read_objects,
     set_items,
     verdict,
 )
@@ -76,11 +75,10 @@ class ForwardChange:
         return target.port, target.port + (self.last_port - self.key.port) * step
 
 
-def forwards_of(json_objects: Iterable[Any], table: str) -> dict[ForwardKey, Target]:
+def forwards_of(listed: Document, table: str) -> dict[ForwardKey, Target]:
     """Forward entries, one per host port, from a table's maps and the chains its
-    `sources` maps jump to, given as `{"map": ...}` (the kernel's listing) or
-    `{"add": {"map": ...}}` (a batch)."""
-    document = read_objects(json_objects).of_table(table)
+    `sources` maps jump to, in the kernel's listing or in a batch (nftjson reads both)."""
+    document = listed.of_table(table)
     maps = {named.name: named.elements for named in document.sets}
     first_rule: dict[str, Rule] = {}
     for rule in document.rules:
@@ -193,14 +191,14 @@ class ElementChange(NamedTuple):
         return _text(self.encoded)
 
 
-def elements_of(json_objects: Iterable[Any], table: str) -> dict[str, frozenset[str]]:
+def elements_of(listed: Document, table: str) -> dict[str, frozenset[str]]:
     """The elements of each named set and map of `table`, by name, each as its JSON with
     sorted keys, from the kernel's listing or from a batch (see forwards_of)."""
     return {
         named.name: frozenset(
             json.dumps(element_json(element), sort_keys=True) for element in named.elements
         )
-        for named in read_objects(json_objects).of_table(table).sets
+        for named in listed.of_table(table).sets
     }
 
 

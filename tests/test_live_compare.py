@@ -9,7 +9,7 @@ from nftfwd.diffview import HostDiff, element_lines, format_text
 from nftfwd.ir import Table
 from nftfwd.kernel.libnft import table_outlines
 from nftfwd.kernel.live import LiveTable, batch_file, restore_batch
-from nftfwd.nftjson import name_protocols
+from nftfwd.nftjson import name_protocols, read_objects
 from nftfwd.plan import ElementChange, compare_elements, elements_of
 
 OUTLINE = """\
@@ -58,7 +58,8 @@ def test_elements_compare_as_data_and_show_in_nft_syntax() -> None:
         {"add": _map("sources_any4", [[{"concat": ["tcp", 22]}, {"accept": None}]])},
         {"delete": {"table": {"family": "inet", "name": "nftfwd"}}},
     ]
-    old, new = elements_of(live, "nftfwd"), elements_of(compiled, "nftfwd")
+    old = elements_of(read_objects(live), "nftfwd")
+    new = elements_of(read_objects(compiled), "nftfwd")
     assert set(old) == {"dnat_addr_any4", "sources_any4", "nets"}
     assert compare_elements(old, old) == []
     changes = compare_elements(old, new)

@@ -218,6 +218,16 @@ def element_json(element: Element) -> Expr:
     return key if element.data is None else [key, element.data]
 
 
+def tagged(value: Expr) -> tuple[str, Expr] | None:
+    """(kind, body) of a statement or expression, each an object of one key
+    (`{"match": {...}}`, `{"meta": {"key": "l4proto"}}`, `{"accept": null}`); None for
+    anything else."""
+    if type(value) is dict and len(value) == 1:
+        ((kind, body),) = value.items()
+        return str(kind), body
+    return None
+
+
 def concat_parts(value: Expr) -> list[Expr]:
     parts = value.get("concat") if isinstance(value, dict) else None
     return parts if isinstance(parts, list) else [value]
@@ -344,9 +354,9 @@ def rule_text(expr: Iterable[Expr]) -> str:
     with iptables-nft's translations is given)."""
     words: list[str] = []
     for item in expr:
-        if not isinstance(item, dict) or len(item) != 1:
+        if (found := tagged(item)) is None:
             continue
-        key, val = next(iter(item.items()))
+        key, val = found
         if key == "counter":
             continue
         if key == "match" and isinstance(val, dict):

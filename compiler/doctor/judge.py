@@ -13,7 +13,7 @@ from nftfwd.doctor.flows import HOST_ADDRESS, Addr, Packet
 from nftfwd.doctor.listing import L4, Json, Ruleset
 from nftfwd.doctor.tri import Tri, t_and, t_any, t_every, t_not
 from nftfwd.model import IPNetwork, PortRange
-from nftfwd.nftjson import read_element
+from nftfwd.nftjson import read_element, tagged
 
 MAX_ATOMS = 4096  # a concatenation with more combinations of values is judged "maybe"
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 58: "ipv6-icmp", 132: "sctp"}
@@ -164,9 +164,9 @@ class Judge:
         """The packet's possible values for an expression, how to test one against an
         element, and whether the expression exists for it (tcp dport needs tcp)."""
         pkt = self.pkt
-        if not isinstance(left, dict) or len(left) != 1:
+        if (found := tagged(left)) is None:
             return None
-        kind, val = next(iter(left.items()))
+        kind, val = found
         protos: list[str | None] = list(pkt.protos) if pkt.protos is not None else [None]
         if kind == "meta" and isinstance(val, dict):
             key = val.get("key")

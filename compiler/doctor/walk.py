@@ -11,7 +11,7 @@ from nftfwd.doctor.judge import Judge
 from nftfwd.doctor.listing import Chain, Json, Rule, Ruleset, xt_conditions
 from nftfwd.doctor.shape import shape
 from nftfwd.doctor.tri import Tri, t_and
-from nftfwd.nftjson import Element, read_element
+from nftfwd.nftjson import Element, read_element, tagged
 
 MAX_DEPTH = 32  # jumps deeper than this are judged "maybe"
 NONTERMINAL_XT = {
@@ -121,10 +121,10 @@ class Walk:
     def rule(self, chain: Chain, rule: Rule, certain: bool, depth: int) -> tuple[str, bool, bool]:
         m = Tri.YES
         for item in rule.expr:
-            if not isinstance(item, dict) or len(item) != 1:
+            if (found := tagged(item)) is None:
                 m = t_and(m, Tri.MAYBE)
                 continue
-            key, val = next(iter(item.items()))
+            key, val = found
             if key in NOOP_STATEMENTS:
                 continue
             if key == "vmap" and isinstance(val, dict):
@@ -173,7 +173,7 @@ class Walk:
             match = {"op": "==", "left": val.get("key"), "right": entry.key}
             match = _once(self.rs, ("vmap", id(val), id(entry)), match)
             cond = t_and(m, self.judge.match(match))
-            verdict = _verdict(*next(iter(entry.data.items()))) if len(entry.data) == 1 else None
+            verdict = None if (found := tagged(entry.data)) is None else _verdict(*found)
             if cond is Tri.NO:
                 continue
             if verdict is None:

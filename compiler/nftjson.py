@@ -5,7 +5,8 @@ The one reader of `nft -j list ...` (nft 1.0.6 and 1.1.x) and of nftfwd's own ba
 and maps with their elements. Rules keep their expressions as libnftables JSON (doctor
 walks them as such); elements are split into key and data, with their comment. Objects
 this reader has no type for (flowtables, named counters, quotas...) are kept as `Other`,
-never a crash.
+never a crash. Beside it: a listing replayed as `add` commands (a rollback), tcp and udp
+named again in elements listed numerically, and the printer of expressions and rules.
 """
 
 from __future__ import annotations
@@ -101,6 +102,9 @@ Object = Table | Chain | Rule | NamedSet | Other
 
 @dataclass(frozen=True)
 class Document:
+    """What one listing or batch holds, in its order (nft 1.0.6 lists a table's sets
+    before its chains, nft 1.1 after them)."""
+
     objects: tuple[Object, ...]
 
     @property

@@ -14,7 +14,6 @@ import pytest
 from conftest import EXAMPLES
 from kernel_ns import Namespace, namespace
 
-from nftfwd.kernel.libnft import _name_protocols
 from nftfwd.semantic import MAX_COMMENT_BYTES
 
 pytestmark = pytest.mark.kernel
@@ -99,19 +98,3 @@ def test_a_change_of_comment_alone_shows_in_diff_and_reloads(ns: Namespace, tmp_
     assert "closed" not in load.stdout + load.stderr  # no flow to close: all go where they went
     assert 'tcp . 443 comment "HTTPS for staff; renewed" : 10.20.0.10' in ns.ruleset()
     assert ns.nftfwd("diff", str(new)).returncode == 0
-
-
-def test_protocols_listed_as_numbers_get_their_names_back_in_commented_elements() -> None:
-    """The live listing (protocols as numbers, for speed) reads as nftfwd writes it."""
-    listed = [
-        {"map": {"name": "m", "type": ["inet_proto", "inet_service"], "map": "ipv4_addr",
-                 "elem": [[{"elem": {"val": {"concat": [6, 80]}, "comment": "web"}}, "10.0.0.2"]]}},
-        {"set": {"name": "p", "type": "inet_proto",
-                 "elem": [{"elem": {"val": 17, "comment": "dns"}}, 6]}},
-    ]  # fmt: skip
-    for obj in listed:
-        _name_protocols(obj)
-    assert listed[0]["map"]["elem"] == [
-        [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "web"}}, "10.0.0.2"]
-    ]
-    assert listed[1]["set"]["elem"] == [{"elem": {"val": "udp", "comment": "dns"}}, "tcp"]

@@ -13,6 +13,7 @@ from jsonschema import Draft202012Validator
 from nftfwd.compiler import compile_host, load_model
 from nftfwd.diffview import describe
 from nftfwd.kernel.conntrack import Flow, gone_flows
+from nftfwd.nftjson import name_protocols, read_document, read_objects
 from nftfwd.plan import ForwardChange, compare, compare_elements, elements_of, forwards_of
 from nftfwd.render_json import batch
 
@@ -79,8 +80,8 @@ def _changes(old: Path, new: Path) -> list[ForwardChange]:
     sides = []
     for path in (old, new):
         model = load_model(path)
-        commands = batch(compile_host(model, model.hosts[0]))["nftables"]
-        sides.append(forwards_of(commands, model.table))
+        commands = batch(compile_host(model, model.hosts[0]))
+        sides.append(forwards_of(read_document(commands), model.table))
     return compare(*sides)
 
 
@@ -116,8 +117,24 @@ def test_a_comment_read_from_the_kernel_cannot_rewrite_the_terminal() -> None:
         {"map": {"table": "nftfwd", "name": "dnat_port_any4", "elem": [
             [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "x\x1b[2J\ny"}}, 80]]}},
     ]  # fmt: skip
-    (change,) = compare(forwards_of(live, "nftfwd"), {})
+    (change,) = compare(forwards_of(read_objects(live), "nftfwd"), {})
     text = describe(change, {"10.0.0.2": "web"})
     assert text == 'tcp 80 on any IPv4 host address -> web 10.0.0.2 port 80 "x\\x1b[2J\\ny"'
-    (element,) = compare_elements(elements_of(live, "nftfwd"), {})[:1]
+    (element,) = compare_elements(elements_of(read_objects(live), "nftfwd"), {})[:1]
     assert element.element == 'tcp . 80 comment "x\\x1b[2J\\ny" : 10.0.0.2'
+
+
+def test_protocols_listed_as_numbers_get_their_names_back_in_commented_elements() -> None:
+    """The live listing (protocols as numbers, for speed) reads as nftfwd writes it."""
+    listed = [
+        {"map": {"name": "m", "type": ["inet_proto", "inet_service"], "map": "ipv4_addr",
+                 "elem": [[{"elem": {"val": {"concat": [6, 80]}, "comment": "web"}}, "10.0.0.2"]]}},
+        {"set": {"name": "p", "type": "inet_proto",
+                 "elem": [{"elem": {"val": 17, "comment": "dns"}}, 6]}},
+    ]  # fmt: skip
+    for obj in listed:
+        name_protocols(obj)
+    assert listed[0]["map"]["elem"] == [
+        [{"elem": {"val": {"concat": ["tcp", 80]}, "comment": "web"}}, "10.0.0.2"]
+    ]
+    assert listed[1]["set"]["elem"] == [{"elem": {"val": "udp", "comment": "dns"}}, "tcp"]

@@ -44,7 +44,7 @@ class HostView:
     doc: Document
     host: Host
     path: KeyPath
-    forward_keys: Mapping[str, KeyPath]
+    forward_keys: Mapping[int, KeyPath]  # by id(forward)
 
     def at(self, path: KeyPath, message: str) -> Problem:
         return Problem(self.doc.location(path), format_path(path), message)
@@ -110,7 +110,7 @@ def forward_address_not_listed(view: HostView) -> Iterator[Problem]:
             assert forward.address is not None
             listed = host.addresses_in(family_of(forward.address))
             yield view.at(
-                (*view.forward_keys[forward.path], "address"),
+                (*view.forward_keys[id(forward)], "address"),
                 f"address {forward.address} is not one of the host's "
                 f"addresses ({', '.join(map(str, listed))}); name one of them",
             )
@@ -216,7 +216,7 @@ def range_length(view: HostView) -> Iterator[Problem]:
         port, to = forward.port, forward.to
         if to.size not in (1, port.size):
             yield view.at(
-                (*view.forward_keys[forward.path], "to"),
+                (*view.forward_keys[id(forward)], "to"),
                 f"'to' covers {to.size} ports but 'port' covers {port.size}; give one port "
                 f"(every port of the range goes to it) or a range of {port.size} ports",
             )

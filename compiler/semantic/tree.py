@@ -59,8 +59,9 @@ class Tree:
     model: Model
     # The hosts with a refused value: the rules across entities skip them.
     refused_hosts: frozenset[str]
-    # Each forward's key path by its formatted path (Forward keeps only the text).
-    forward_keys: Mapping[str, KeyPath]
+    # Each forward's key path, by the forward's id (Forward keeps only its text, which
+    # cuts long names, so two forwards may share it).
+    forward_keys: Mapping[int, KeyPath]
 
 
 def build_tree(doc: Document, problems: Problems) -> Tree:
@@ -72,7 +73,7 @@ class _Builder:
         self.doc = doc
         self.problems = problems
         self.refused_hosts: set[str] = set()
-        self.forward_keys: dict[str, KeyPath] = {}
+        self.forward_keys: dict[int, KeyPath] = {}
         # Each text parsed once: forwards repeat host addresses and sources.
         self.parsed: dict[tuple[object, ...], object] = {}
         # Equal values are one object: thousands of forwards may send tcp to port 80, and
@@ -224,5 +225,5 @@ class _Builder:
             path=format_path(path),
             location=self.doc.location(path),
         )
-        self.forward_keys[forward.path] = path
+        self.forward_keys[id(forward)] = path
         return forward

@@ -1,5 +1,7 @@
-"""Walking one packet view through a base chain and the chains it jumps to: which drops,
-rejects, NAT statements and policies it reaches, and whether it surely reaches them."""
+"""Walking one packet view through a base chain and the chains it jumps to.
+
+The walk finds which drops, rejects, NAT statements and policies the view reaches, and
+whether it surely reaches them."""
 
 from __future__ import annotations
 

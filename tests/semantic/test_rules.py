@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import TEST_DATA
 
 from nftfwd.errors import MAX_REPORTED, ModelError, NftfwdError, Problem
 from nftfwd.errors import Location as Loc
@@ -21,7 +22,7 @@ from nftfwd.semantic.tree import Problems, Tree, build_tree
 from nftfwd.semantic.values import Refusal
 from nftfwd.source import Document, load_file, load_text
 
-BAD = Path(__file__).resolve().parent.parent / "data" / "bad"
+BAD = TEST_DATA / "bad"
 CASES = sorted(BAD.glob("*.yaml"))
 
 

@@ -50,6 +50,8 @@ LAYERS = {
     "nftfwd.lower": PURE,
     "nftfwd.render_json": PURE,
     "nftfwd.render_nft": PURE,
+    "nftfwd.nftjson": PURE,
+    "nftfwd.nft_text": PURE,
     "nftfwd.templating": PURE,
     "nftfwd.templates": PURE,
     "nftfwd.schemas": PURE,

@@ -14,7 +14,7 @@ import pytest
 from conftest import EXAMPLES
 from kernel_ns import Namespace, namespace
 
-from nftfwd.semantic import MAX_COMMENT_BYTES
+from nftfwd.semantic.values import MAX_COMMENT_BYTES
 
 pytestmark = pytest.mark.kernel
 

@@ -9,6 +9,7 @@ printer (nft_text) writes both.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from functools import lru_cache
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
@@ -75,6 +76,9 @@ class Unknown:
         """The one key of a JSON object (`queue`, `&`, `quota`...); "" for anything else."""
         raw = self.raw
         return str(next(iter(raw))) if type(raw) is dict and len(raw) == 1 else ""
+
+    def __hash__(self) -> int:  # JSON objects and lists are not hashable; their text is
+        return hash(json.dumps(self.raw, sort_keys=True, default=repr))
 
 
 Value = IPv4Address | IPv6Address | IPv4Network | IPv6Network | PortRange | int | Symbol | IfName

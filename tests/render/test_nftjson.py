@@ -204,6 +204,9 @@ def test_elements_of_every_form_and_back() -> None:
         assert element_json(element) == raw
     # a counter or timeout on an element is not part of what it is
     assert read_element({"elem": {"val": 1, "counter": {"packets": 3}}}) == Element(1)
+    # typed elements compare and hash as values, what the reader has no type for too
+    raw = [{"concat": ["tcp", 22]}, {"queue": {"num": 1}}]
+    assert len({read_element(raw), read_element(json.loads(json.dumps(raw)))}) == 1
 
 
 def test_what_the_reader_has_no_type_for_is_kept_or_skipped_never_a_crash() -> None:

@@ -249,7 +249,8 @@ class Log:
 
 @dataclass(frozen=True)
 class Reject:
-    pass
+    type: str | None = None  # icmp, icmpv6, icmpx, tcp reset; None: the family's default
+    code: str | None = None  # admin-prohibited, port-unreachable, ...
 
 
 Statement = (

@@ -158,6 +158,12 @@ def _nat(nat: Nat) -> str:
     return " ".join([*words, to] if to else words)
 
 
+def _reject(kind: str | None, code: str | None) -> str:
+    if kind in (None, "icmp", "icmpv6", "icmpx") and code in (None, "port-unreachable"):
+        return "reject"  # the default: nft leaves it unsaid
+    return " ".join(["reject with", *(word for word in (kind, code) if word is not None)])
+
+
 def statement_text(statement: Statement) -> str:
     """A statement as nft writes it; "" for one nft's listing shows apart from the rule
     (an anonymous counter) or that has no text (what the reader could not type)."""
@@ -190,8 +196,8 @@ def statement_text(statement: Statement) -> str:
             return "log"
         case Log(prefix):
             return f'log prefix "{prefix}"'
-        case Reject():
-            return "reject"
+        case Reject(kind, code):
+            return _reject(kind, code)
         case Unknown(raw):
             return _unknown_text(raw) if type(raw) is dict and len(raw) == 1 else ""
     raise TypeError(f"no nft text for {statement!r}")

@@ -332,7 +332,8 @@ def read_statement(raw: Json) -> Statement:
     if name == "log":
         return Log(_str_or_none(body.get("prefix")) if type(body) is dict else None)
     if name == "reject":
-        return Reject()
+        reject = body if type(body) is dict else {}
+        return Reject(_str_or_none(reject.get("type")), _str_or_none(reject.get("expr")))
     return Unknown(raw)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TEST_DATA
 
 from nftfwd.doctor.listing import rule_texts
 from nftfwd.ir import (
@@ -155,6 +156,22 @@ def test_every_rule_printed_as_the_text_listing_shows_it(path: Path) -> None:
     rules = read_document(_listing(path)).rules
     native = [r for r in rules if not any(isinstance(s, Xt) for s in r.statements)]
     assert len(native) == len(rules) - 3
+    for rule in native:
+        assert rule_text(rule) == texts[(rule.family, rule.table, rule.chain, rule.handle)]
+
+
+@pytest.mark.parametrize(
+    "path", sorted((TEST_DATA / "doctor").glob("*.ruleset.txt")), ids=lambda p: p.name.split(".")[0]
+)
+def test_doctors_fixtures_rules_printed_as_nft_lists_them(path: Path) -> None:
+    """Other tools' rules (libvirt, Docker, incus, an admin's table: doctor's fixtures,
+    listed by nft as JSON and as text): each printed as the text shows it, but for
+    iptables-nft's xt matches and targets."""
+    texts = rule_texts(path.read_text())
+    json_path = path.with_name(path.name.replace(".ruleset.txt", ".json"))
+    rules = read_document(_listing(json_path)).rules
+    native = [r for r in rules if not any(isinstance(s, Xt) for s in r.statements)]
+    assert native
     for rule in native:
         assert rule_text(rule) == texts[(rule.family, rule.table, rule.chain, rule.handle)]
 
@@ -332,7 +349,18 @@ def test_values_read_and_printed(expr: Any, quote: bool, typed: Any, text: str) 
         ),
         ({"log": {"prefix": "dropped: "}}, Log("dropped: "), 'log prefix "dropped: "'),
         ({"log": None}, Log(), "log"),
-        ({"reject": {"type": "icmpx", "expr": "admin-prohibited"}}, Reject(), "reject"),
+        (
+            {"reject": {"type": "icmpx", "expr": "admin-prohibited"}},
+            Reject("icmpx", "admin-prohibited"),
+            "reject with icmpx admin-prohibited",
+        ),
+        (
+            {"reject": {"type": "icmp", "expr": "port-unreachable"}},
+            Reject("icmp", "port-unreachable"),
+            "reject",
+        ),
+        ({"reject": {"type": "tcp reset"}}, Reject("tcp reset"), "reject with tcp reset"),
+        ({"reject": None}, Reject(), "reject"),
         ({"masquerade": None}, Nat("masquerade", None, None, None), "masquerade"),
         (
             {"dnat": {"family": "ip", "addr": "10.0.0.2", "port": 22}},

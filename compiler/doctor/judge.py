@@ -30,7 +30,7 @@ from nftfwd.ir import (
 )
 from nftfwd.model import IPNetwork, PortRange
 
-Elem = Any  # one value of what a match compares with, as nftjson reads it
+Elem = Compared  # one value of what a match compares with, as nftjson reads it
 
 MAX_ATOMS = 4096  # a concatenation with more combinations of values is judged "maybe"
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 58: "ipv6-icmp", 132: "sctp"}

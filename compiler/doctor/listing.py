@@ -65,7 +65,8 @@ class Ruleset:
     sets: dict[tuple[str, str, str], NamedSet]
     owned: set[tuple[str, str]] = field(default_factory=set)  # `flags owner` (text only)
     # What the walks work out once and look up for every further flow (judge.py, walk.py).
-    # Keys may hold the id() of JSON in this ruleset: the memo lives no longer than it.
+    # Keys may hold the id() of statements and elements of this ruleset (or of matches
+    # built from them, kept in the memo too): the memo lives no longer than they do.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 

@@ -58,7 +58,7 @@ from nftfwd.model import PortRange
 IFNAME_KEYS = ("iifname", "oifname", "iif", "oif")
 
 
-def value_text(value: Compared | Operand | Verdict | Jump | Goto, quote: bool = False) -> str:
+def value_text(value: Compared | AnyVerdict, quote: bool = False) -> str:
     """A value as nft writes it; `quote`: strings in double quotes (interface names)."""
     match value:
         # The parts of map elements first: nearly all the values of a big table.

@@ -254,7 +254,9 @@ def read_value(raw: Json) -> Any:
     """A value (what a match compares with, an element's key or data, a NAT address) as
     the IR's types: a `str` or `int` as listed, `@name` a SetRef, a list of flags, an
     anonymous set or map, a prefix, a range, a concatenation (a tuple), a verdict; an
-    expression (`meta mark`) as an operand; anything else Unknown."""
+    expression (`meta mark`) as an operand; anything else Unknown. (Typed Any: JSON may
+    put any of these anywhere, a verdict in a range; the printer and the judge take what
+    comes, the judge's tests answer "maybe" or "no" to what they do not know.)"""
     kind = type(raw)
     if kind is int:
         return raw

@@ -8,7 +8,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from nftfwd.model import Host
-from nftfwd.nftjson import shown_comment
+from nftfwd.nft_text import shown_comment
 from nftfwd.plan import ElementChange, ForwardChange, Target
 
 GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"

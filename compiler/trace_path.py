@@ -1,0 +1,321 @@
+"""`nftfwd trace`'s reading of the kernel's trace events: the path of one connection
+through every table, its DNAT, its route, and how it ended (delivered, stopped by a named
+rule or chain policy, no reply, or nothing seen).
+
+Pure: the events (nftfwd.trace_events) and the hooks of the base chains (from the
+ruleset's outline) come in, a Trace goes out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from nftfwd.trace_events import PacketInfo, TraceEvent
+
+# --- the base chains: which hook each runs on ----------------------------------------------
+
+# Priority names nft prints (nft(8), "PRIORITY"): the netdev/ip/ip6/inet/arp values, and
+# the bridge family's own.
+PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
+                  "srcnat": 100}  # fmt: skip
+BRIDGE_PRIORITY_NAMES = {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300}
+
+
+@dataclass(frozen=True)
+class BaseChain:
+    family: str
+    table: str
+    name: str
+    type: str
+    hook: str
+    prio: int
+    policy: str
+
+
+ChainKey = tuple[str, str, str]  # family, table, chain
+
+_TABLE = re.compile(r'^table (\S+) ("[^"]*"|\S+) \{')
+_CHAIN = re.compile(r'^\s+chain ("[^"]*"|\S+) \{')
+_BASE = re.compile(
+    r"^\s+type (\S+) hook (\S+)(?: device \S+)? priority ([^;]+);(?: policy (\w+);)?"
+)
+
+
+def _name(word: str) -> str:
+    return word[1:-1] if word.startswith('"') and word.endswith('"') else word
+
+
+def _priority(text: str, family: str) -> int:
+    """`filter`, `dstnat - 10`, `-150`: a number."""
+    names = BRIDGE_PRIORITY_NAMES if family == "bridge" else PRIORITY_NAMES
+    match = re.fullmatch(r"\s*(-?\d+|[a-z]+)\s*(?:([+-])\s*(\d+))?\s*", text)
+    if match is None:
+        return 0
+    base, sign, offset = match.groups()
+    value = int(base) if base.lstrip("-").isdigit() else names.get(base, 0)
+    if sign:
+        value += int(offset) if sign == "+" else -int(offset)
+    return value
+
+
+def base_chains(outline: str) -> dict[ChainKey, BaseChain]:
+    """The base chains of a ruleset listing (`nft -t list ruleset`), by family, table and
+    name."""
+    found: dict[ChainKey, BaseChain] = {}
+    family = table = chain = None
+    for line in outline.splitlines():
+        if match := _TABLE.match(line):
+            family, table, chain = match[1], _name(match[2]), None
+        elif match := _CHAIN.match(line):
+            chain = _name(match[1])
+        elif (match := _BASE.match(line)) and family and table and chain:
+            kind, hook, prio, policy = match.groups()
+            found[(family, table, chain)] = BaseChain(
+                family, table, chain, kind, hook, _priority(prio, family), policy or "accept"
+            )
+            chain = None
+    return found
+
+
+# --- one packet's path ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Step:
+    """One rule a packet matched, or the policy of a base chain, with its verdict."""
+
+    hook: str | None  # the hook of the base chain it was reached from
+    family: str
+    table: str
+    chain: str
+    rule: str | None  # as nft prints it; None: a chain's policy, or a rule nft did not know
+    handle: int | None
+    verdict: str  # accept, drop, continue, return, jump X, goto X...
+    policy: bool  # the base chain's policy decided, no rule
+    packet: PacketInfo | None  # the packet as this base chain saw it
+
+    @property
+    def where(self) -> str:
+        return f"{self.family} {self.table} {self.chain}"
+
+    @property
+    def drops(self) -> bool:
+        return self.verdict == "drop"
+
+    @property
+    def rejects(self) -> bool:
+        return self.drops and self.rule is not None and bool(re.search(r"\breject\b", self.rule))
+
+
+Direction = Literal["original", "reply"]
+
+
+@dataclass(frozen=True)
+class PacketPath:
+    """One traced packet: how it came in, and every step of it in every table."""
+
+    direction: Direction
+    packet: PacketInfo  # as it entered (the trace table saw it)
+    hook: str  # prerouting (it came in) or output (the host sent it)
+    steps: tuple[Step, ...]
+
+    def drop(self) -> Step | None:
+        return next((s for s in self.steps if s.drops), None)
+
+
+def packet_paths(
+    events: Iterable[TraceEvent], trace_table: tuple[str, str], chains: dict[ChainKey, BaseChain]
+) -> list[PacketPath]:
+    """The traced packets in the order they came, each with its steps. Every traced
+    packet starts in the trace table (it sets nftrace there); the kernel reuses trace ids,
+    so a new `packet:` line of the trace table starts a new packet for that id."""
+    open_paths: dict[str, int] = {}
+    starts: list[tuple[PacketInfo, str]] = []
+    steps: list[list[Step]] = []
+    seen: list[PacketInfo | None] = []  # per packet: the packet as the last chain saw it
+    hooks: list[str | None] = []  # per packet: the hook of the last base chain
+    for event in events:
+        own = (event.family, event.table) == trace_table
+        if own and event.kind == "packet" and event.packet is not None:
+            base = chains.get((event.family, event.table, event.chain))
+            open_paths[event.trace_id] = len(starts)
+            starts.append((event.packet, base.hook if base else "prerouting"))
+            steps.append([])
+            seen.append(event.packet)
+            hooks.append(base.hook if base else None)
+            continue
+        if own:
+            continue
+        index = open_paths.get(event.trace_id)
+        if index is None and event.kind == "packet" and event.packet is not None:
+            index = _same_packet(event.packet, [start for start, _ in starts])
+            if index is not None:
+                open_paths[event.trace_id] = index
+        if index is None:
+            continue
+        base = chains.get((event.family, event.table, event.chain))
+        if base is not None:
+            hooks[index] = base.hook
+        if event.kind == "packet":
+            seen[index] = event.packet
+            continue
+        if event.kind == "verdict" and event.verdict in ("continue", "return"):
+            continue  # the end of a jumped-to chain: the rules around it say it all
+        steps[index].append(
+            Step(
+                hook=hooks[index],
+                family=event.family,
+                table=event.table,
+                chain=event.chain,
+                rule=event.rule,
+                handle=event.handle,
+                verdict=event.verdict or "",
+                policy=event.kind == "policy",
+                packet=seen[index],
+            )
+        )
+    if not starts:
+        return []
+    client = starts[0][0]
+    return [
+        PacketPath(_direction(packet, client), packet, hook, tuple(path))
+        for (packet, hook), path in zip(starts, steps, strict=True)
+    ]
+
+
+def _same_packet(packet: PacketInfo, starts: list[PacketInfo]) -> int | None:
+    """The traced packet that a packet under a new trace id is: the kernel derives the id
+    from the packet's buffer, which a bridge or veth may replace on the way (a guest's
+    replies change id between prerouting and forward). The latest packet from the same
+    source address and port (NAT changes the destination first) is the one."""
+    for index in range(len(starts) - 1, -1, -1):
+        start = starts[index]
+        same = (start.saddr, start.sport, start.proto) == (packet.saddr, packet.sport, packet.proto)
+        if same and (packet.sport is not None or start.daddr == packet.daddr):
+            return index
+    return None
+
+
+def _direction(packet: PacketInfo, client: PacketInfo) -> Direction:
+    """A packet to the client's address and port (or an ICMP error to it) is a reply."""
+    if packet.daddr == client.saddr and (packet.dport in (None, client.sport)):
+        return "reply"
+    return "original"
+
+
+# --- the verdict -----------------------------------------------------------------------------
+
+Result = Literal["delivered", "stopped", "no-reply", "nothing"]
+# trace's exit codes (README): 0 delivered, 1 stopped, 4 nothing came within the timeout
+# (no connection, or no answer from the guest); 2 is an error, decided before any trace.
+EXIT_CODES: dict[Result, int] = {"delivered": 0, "stopped": 1, "no-reply": 4, "nothing": 4}
+
+
+@dataclass(frozen=True)
+class Dnat:
+    address: str
+    port: int | None
+    step: Step | None  # the rule that did it, when the trace shows it
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The first traced connection, read."""
+
+    result: Result
+    paths: tuple[PacketPath, ...]  # the packets shown: the first original, its replies
+    dnat: Dnat | None
+    route: str | None  # the interface the connection leaves by (None: not routed out)
+    local: bool  # it went to the host itself (input hook), not forwarded
+    stop: Step | None  # the rule or policy that dropped or rejected it
+    own_no_dnat: Step | None  # nftfwd's rule (or chain policy) that left it without DNAT
+    own_seen: bool  # nftfwd's table saw the connection
+    reply: PacketPath | None  # the first answer from the guest
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.result]
+
+
+def _dnat(path: PacketPath) -> Dnat | None:
+    """Where the first packet was DNATed: the first chain that saw it with another
+    destination, and the rule before that which DNATs."""
+    start = path.packet
+    for i, step in enumerate(path.steps):
+        pkt = step.packet
+        if pkt is None or (pkt.daddr, pkt.dport) == (start.daddr, start.dport):
+            continue
+        before = [s for s in path.steps[:i] if s.rule and re.search(r"\b(dnat|redirect)\b", s.rule)]
+        return Dnat(pkt.daddr or "", pkt.dport, before[-1] if before else None)
+    # a DNAT in the last chain the packet passed shows in no later chain: only its rule
+    last = [s for s in path.steps if s.rule and re.search(r"\bdnat\b", s.rule)]
+    if last and last[-1].verdict == "accept":
+        return Dnat("", None, last[-1])
+    return None
+
+
+def _route(path: PacketPath) -> tuple[str | None, bool]:
+    """The interface the connection leaves by (forwarded, or sent by the host and routed
+    again after its DNAT, as postrouting sees it), or that it went to the host itself."""
+    for step in path.steps:
+        if step.hook in ("forward", "postrouting") and step.packet is not None:
+            return step.packet.oif, False
+        if step.hook == "input":
+            return None, True
+    return None, False
+
+
+def _own_no_dnat(path: PacketPath, own_table: str) -> Step | None:
+    """The step of nftfwd's nat chain that let the packet go on without DNAT: the rule
+    that accepted it (a `sources` chain), else the chain's policy."""
+    own = [s for s in path.steps if s.table == own_table and s.hook in ("prerouting", "output")]
+    return own[-1] if own else None
+
+
+def fold(
+    events: Sequence[TraceEvent],
+    *,
+    trace_table: tuple[str, str],
+    own_table: str,
+    chains: dict[ChainKey, BaseChain],
+    guest_address: str | None = None,
+) -> Trace:
+    """The first traced connection's path and how it ended."""
+    paths = packet_paths(events, trace_table, chains)
+    if not paths:
+        return Trace("nothing", (), None, None, False, None, None, False, None)
+    first = paths[0]
+    replies = [p for p in paths if p.direction == "reply"]
+    originals = [p for p in paths if p.direction == "original"]
+    dnat = _dnat(first)
+    route, local = _route(first)
+    own_seen = any(s.table == own_table for p in originals for s in p.steps)
+    target = dnat.address if dnat and dnat.address else guest_address
+    from_guest = [p for p in replies if target is not None and p.packet.saddr == target]
+    reply = from_guest[0] if from_guest else None
+    stop = next((d for p in paths if (d := p.drop()) is not None), None)
+    shown = (first, *([reply] if reply else [r for r in replies[:1]]))
+    if stop is not None and not any(stop in p.steps for p in shown):
+        shown = (*shown, next(p for p in paths if stop in p.steps))
+    own_step = None
+    if dnat is None:
+        own_step = _own_no_dnat(first, own_table)
+        result: Result = "stopped"
+    elif stop is not None:
+        result = "stopped"
+    elif reply is not None:
+        result = "delivered"
+    else:
+        result = "no-reply"
+    return Trace(result, shown, dnat, route, local, stop, own_step, own_seen, reply)
+
+
+def settled(trace: Trace) -> bool:
+    """Nothing more to wait for: the guest answered, a rule dropped the connection, or it
+    was not DNATed and the host itself answered or took it."""
+    if trace.result == "delivered" or trace.stop is not None:
+        return True
+    return trace.result == "stopped" and (trace.local or len(trace.paths) > 1)

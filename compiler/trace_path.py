@@ -150,8 +150,10 @@ def packet_paths(
         if own:
             continue
         index = open_paths.get(event.trace_id)
-        if index is None and event.kind == "packet" and event.packet is not None:
-            index = _same_packet(event.packet, [start for start, _ in starts])
+        if event.kind == "packet" and event.packet is not None:
+            # the id is the buffer's: a bridge or veth may give a packet a new one, and a
+            # later packet the old one again; its addresses say which packet it is
+            index = _same_packet(event.packet, [start for start, _ in starts], index)
             if index is not None:
                 open_paths[event.trace_id] = index
         if index is None:
@@ -186,17 +188,18 @@ def packet_paths(
     ]
 
 
-def _same_packet(packet: PacketInfo, starts: list[PacketInfo]) -> int | None:
-    """The traced packet that a packet under a new trace id is: the kernel derives the id
-    from the packet's buffer, which a bridge or veth may replace on the way (a guest's
-    replies change id between prerouting and forward). The latest packet from the same
-    source address and port (NAT changes the destination first) is the one."""
+def _same_packet(packet: PacketInfo, starts: list[PacketInfo], known: int | None) -> int | None:
+    """The traced packet that a base chain's `packet:` line is about. The kernel derives
+    the trace id from the packet's buffer, which a bridge or veth may replace on the way
+    (a guest's replies change id between prerouting and forward, and the next reply may
+    get the first one's id back). The latest traced packet from the same source address
+    and port (NAT changes the destination first) is the one; else the id's."""
     for index in range(len(starts) - 1, -1, -1):
         start = starts[index]
         same = (start.saddr, start.sport, start.proto) == (packet.saddr, packet.sport, packet.proto)
         if same and (packet.sport is not None or start.daddr == packet.daddr):
             return index
-    return None
+    return known
 
 
 def _direction(packet: PacketInfo, client: PacketInfo) -> Direction:

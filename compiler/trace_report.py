@@ -76,7 +76,7 @@ def _path_lines(path: PacketPath) -> list[str]:
     for step in path.steps:
         lines.append(f"  {(step.hook or '?').ljust(width)}  {step_text(step)}")
     if not path.steps:
-        lines.append("  (no rule of any table saw it after the trace table)")
+        lines.append("  (no chain of another table on its way)")
     return lines
 
 
@@ -134,11 +134,11 @@ def format_text(report: Report) -> str:
         to = _endpoint(trace.dnat.address or None, trace.dnat.port)
         out.append(f"DNAT: to {to}{by}")
     if trace.route is not None:
-        out.append(f"route: forwarded, leaves by {trace.route}")
-    elif trace.local:
-        out.append("route: to the host itself (input), not forwarded")
+        out.append(f"route: leaves by {trace.route}")
+    elif trace.local or (trace.dnat is None and trace.result != "nothing"):
+        out.append("route: to the host itself (no DNAT), not forwarded")
     elif trace.result != "nothing":
-        out.append("route: not seen (not forwarded: is forwarding on?)")
+        out.append("route: not seen: DNATed but never forwarded (is forwarding on?)")
     out.append(end_text(report))
     for finding in report.findings:
         out.append(f"doctor: {finding.id}: {finding.subject}; run `nftfwd doctor` for the fix")

@@ -24,14 +24,14 @@ from nftfwd.kernel.tracer import (
 )
 from nftfwd.model import Family, Host, Proto
 from nftfwd.trace_events import TraceEvent, parse_event
-from nftfwd.trace_path import BaseChain, ChainKey, Trace, base_chains, fold, settled
+from nftfwd.trace_path import Trace, base_chains, fold, settled
 from nftfwd.trace_plan import (
     TRACE_FAMILY,
-    TRACE_PRIORITY,
     TRACE_TABLE,
     Target,
     find_target,
     probe_address,
+    trace_chains,
     trace_script,
 )
 from nftfwd.trace_report import Report, matching_findings
@@ -73,16 +73,6 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(number, handler)
 
 
-def _own_chains() -> dict[ChainKey, BaseChain]:
-    """The trace table's base chains (the outline is read before the table exists)."""
-    return {
-        (TRACE_FAMILY, TRACE_TABLE, name): BaseChain(
-            TRACE_FAMILY, TRACE_TABLE, name, "filter", hook, TRACE_PRIORITY, "accept"
-        )
-        for name, hook in (("pre", "prerouting"), ("out", "output"))
-    }
-
-
 def run_trace(
     host: Host,
     own_table: str,
@@ -103,7 +93,7 @@ def run_trace(
             )
     nft = Nft()
     outline = nft.outline()
-    chains = {**base_chains(outline), **_own_chains()}
+    chains = {**base_chains(outline), **trace_chains()}
     trace_table = (TRACE_FAMILY, TRACE_TABLE)
     events: list[TraceEvent] = []
     guest = str(target.first.target)

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS, REPO
+from conftest import REPO, SCENARIOS
 
 from nftfwd.compiler import load_model
 from nftfwd.doctor.findings import Finding

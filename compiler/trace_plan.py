@@ -109,9 +109,11 @@ def trace_script(target: Target, pid: int, families: tuple[Family, ...] | None =
             f"\t\t{first}\n"
             "\t}\n"
         )
+    # `create` fails if the table exists: two traces started at once refuse each other.
+    # The comment goes with it (a later `table` block cannot set it on a new table).
     return (
+        f'create table {TRACE_FAMILY} {TRACE_TABLE} {{ comment "{OWNER_PREFIX}{pid}"; }}\n'
         f"table {TRACE_FAMILY} {TRACE_TABLE} {{\n"
-        f'\tcomment "{OWNER_PREFIX}{pid}"\n'
         "\tset conn {\n\t\ttypeof ct id\n\t\tsize 1\n\t\tflags dynamic\n\t}\n"
         + "".join(chains)
         + "}\n"

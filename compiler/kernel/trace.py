@@ -104,9 +104,11 @@ def run_trace(
 
     monitor: Monitor | None = None
     probe: Probe | None = None
+    added = False  # only a table this trace added is removed: never another trace's
     with _signals_interrupt():
         try:
             stale = add_trace_table(nft, trace_script(target, os.getpid()), outline)
+            added = True
             if stale:
                 say("removed the trace table of an earlier trace that did not end.")
             monitor = Monitor()
@@ -137,7 +139,8 @@ def run_trace(
                 probe.close()
             if monitor is not None:
                 monitor.stop()
-            remove_trace_table(nft)
+            if added:
+                remove_trace_table(nft)
     trace = folded()
     findings: tuple[Finding, ...] = ()
     if doctor is not None and trace.result != "delivered" and trace.own_no_dnat is None:

@@ -46,7 +46,7 @@ def _alive(pid: int) -> bool:
 def add_trace_table(nft: Nft, script: str, outline: str) -> bool:
     """Put the trace table in place in one transaction. A table left by a trace that is
     gone is removed in the same transaction (True is returned then); one of a running
-    trace is refused. `create` makes two traces started at once refuse each other."""
+    trace is refused."""
     existing = table_outlines(outline).get((TRACE_FAMILY, TRACE_TABLE))
     stale = False
     if existing is not None:
@@ -58,9 +58,8 @@ def add_trace_table(nft: Nft, script: str, outline: str) -> bool:
             )
         stale = True
     delete = f"delete table {TRACE_FAMILY} {TRACE_TABLE}\n" if stale else ""
-    create = f"create table {TRACE_FAMILY} {TRACE_TABLE}\n"
     try:
-        nft.apply_text(delete + create + script, what="adding the trace table")
+        nft.apply_text(delete + script, what="adding the trace table")
     except NftfwdError as err:
         if "File exists" in str(err):
             raise TraceRunning(

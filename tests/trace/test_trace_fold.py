@@ -211,4 +211,8 @@ def test_trace_table_marks_new_connections_after_conntrack_before_nat() -> None:
         "fib daddr type local add @conn { ct id } meta nftrace set 1" in script
     )
     assert "ct id @conn meta nftrace set 1" in script  # both directions, the ICMP errors too
-    assert owner_pid(script) == 4242
+    assert script.startswith(
+        'create table inet nftfwd_trace { comment "nftfwd trace, pid 4242"; }\n'
+    )  # `create`: a second trace started at once fails instead of merging into it
+    listed = 'table inet nftfwd_trace {\n\tcomment "nftfwd trace, pid 4242"\n\tset conn {\n'
+    assert owner_pid(listed) == 4242

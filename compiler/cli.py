@@ -34,6 +34,7 @@ EXAMPLES = """Examples:
   nftfwd diff --from old.yaml --format markdown  # a model change, for review
   nftfwd load --atomic --confirm 60     # apply; undone unless confirmed
   nftfwd doctor                         # what stops a forward here; the fix
+  nftfwd trace 2222                     # follow one connection; name what stops it
   nftfwd install                        # load the model at every boot
 
 MODEL is a model file; without it, $NFTFWD_CONFIG, ./nftfwd.yaml or
@@ -427,7 +428,10 @@ def trace(
     family: Annotated[
         TraceFamily | None,
         typer.Option(
-            "--family", metavar="4|6", help="Trace only IPv4 or IPv6.", show_default=False
+            "--family",
+            metavar="FAMILY",
+            help="4 or 6: trace only IPv4 or IPv6.",
+            show_default=False,
         ),
     ] = None,
     timeout: Annotated[

@@ -39,10 +39,15 @@ _ENVIRONMENT = (
     ("NO_COLOR", "Set to any value: no colours, even on a terminal."),
 )
 _EXIT_STATUS = (
-    ("0", "Done; nothing to change (diff, load); healthy (doctor)."),
-    ("1", "Changes found (diff, load --dry-run), declined (load), findings (doctor)."),
+    ("0", "Done; nothing to change (diff, load); healthy (doctor); delivered (trace)."),
+    (
+        "1",
+        "Changes found (diff, load --dry-run), declined (load), findings (doctor), stopped "
+        "by a rule (trace).",
+    ),
     ("2", "An error, reported with file, line and key path; the host is unchanged."),
     ("3", "load --confirm rolled the rules back."),
+    ("4", "trace: nothing came within the timeout (no connection, or no answer)."),
 )
 
 

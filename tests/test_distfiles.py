@@ -18,7 +18,7 @@ from nftfwd.manpage import _text, render_manpage
 
 COMMANDS = [
     *("build", "check", "diff", "load", "doctor", "confirm", "install", "uninstall", "schema"),
-    *("libvirt", "libvirt import"),
+    *("libvirt", "libvirt import", "trace"),
 ]  # not `libvirt hook`: libvirt runs it, people do not, so it is hidden everywhere
 
 

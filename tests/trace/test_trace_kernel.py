@@ -82,12 +82,13 @@ def stateless(topo: Topology) -> str:
 
 
 def monitors_left(topo: Topology) -> list[str]:
-    """`nft` processes in the host namespace (a monitor outliving its trace)."""
+    """`nft monitor` processes in the host namespace (a monitor outliving its trace)."""
     pids = topo.run("host", ["ip", "netns", "pids", topo.ns["host"]], check=False).stdout.split()
     left = []
     for pid in pids:
         with contextlib.suppress(OSError):
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "nft":
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if os.path.basename(argv[0]) == b"nft" and b"monitor" in argv:
                 left.append(pid)
     return left
 
@@ -334,3 +335,60 @@ def test_probe_connects_from_the_host_itself_json() -> None:
         assert document["dnat"]["rule"]["chain"] == "output"
         assert document["paths"][0]["hook"] == "output"
         assert document["paths"][1]["packet"]["saddr"] == "192.168.122.133"
+
+
+@pytest.mark.kernel
+def test_an_iptables_nft_xt_match_is_shown_as_nft_prints_it() -> None:
+    """A rule iptables-nft cannot say in nft's own terms (`-m recent`) is an `xt` match."""
+    with seed004() as topo:
+        start(topo)
+        topo.run("host", ["iptables-nft", "-A", "FORWARD", "-p", "tcp", "-m", "recent",
+                          "--name", "trace", "--set", "-j", "DROP"])  # fmt: skip
+        handle = handle_of(topo, "ip", "filter", "FORWARD", "xt match recent")
+        with ruleset_kept(topo):
+            code, out = traced_connection(topo)
+        assert code == 1, out
+        assert (
+            "stopped: dropped by ip filter FORWARD, rule meta l4proto tcp xt match "
+            f'"recent" counter drop (handle {handle}).\n'
+            in out
+            or "stopped: dropped by ip filter FORWARD, rule meta l4proto tcp xt match "
+            f"recent counter drop (handle {handle}).\n"
+            in out
+        ), out
+
+
+@pytest.mark.kernel
+def test_a_table_with_flags_owner_is_traced() -> None:
+    """firewalld >= 2.0 owns its table (`flags owner`): only its process may change it, and
+    nft 1.0.6 lists it badly; its reject is named all the same."""
+    with seed004() as topo:
+        start(topo)
+        owner = subprocess.Popen(
+            ["ip", "netns", "exec", topo.ns["host"], "nft", "-i"], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+        assert owner.stdin is not None
+        try:
+            owner.stdin.write(
+                "add table inet firewalld { flags owner; }\n"
+                "add chain inet firewalld filter_FORWARD { type filter hook forward priority "
+                "filter + 10; policy accept; }\n"
+                "add rule inet firewalld filter_FORWARD tcp dport 22 reject\n"
+            )
+            owner.stdin.flush()
+            deadline = time.monotonic() + 5
+            while "tcp dport 22 reject" not in stateless(topo):
+                assert time.monotonic() < deadline, "the owner's table did not appear"
+                time.sleep(0.05)
+            handle = handle_of(topo, "inet", "firewalld", "filter_FORWARD", "tcp dport 22 reject")
+            with ruleset_kept(topo):
+                code, out = traced_connection(topo)
+            assert code == 1, out
+            assert (
+                "stopped: rejected by inet firewalld filter_FORWARD, rule tcp dport 22 reject "
+                f"(handle {handle}).\n" in out
+            ), out
+        finally:
+            owner.stdin.close()
+            owner.wait(5)

@@ -38,7 +38,7 @@ from nftfwd.trace_report import Report, matching_findings
 
 # After the end is known, events of the same packets may still be on their way (the
 # host's ICMP error, the rest of a reply's path): read them this much longer.
-SETTLE_GRACE = 0.1
+SETTLE_GRACE = 0.05
 
 
 @dataclass(frozen=True)

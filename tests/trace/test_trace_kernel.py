@@ -390,3 +390,22 @@ def test_a_table_with_flags_owner_is_traced() -> None:
         finally:
             owner.stdin.close()
             owner.wait(5)
+
+
+@pytest.mark.kernel
+def test_hairpin_false_leaves_a_guests_connection_without_dnat() -> None:
+    path = model_path("hairpin-off")
+    with Topology(read_model(path), "e2e") as topo:
+        load(topo, path, "e2e")
+        topo.serve("app", [22], ("tcp",))
+        with ruleset_kept(topo):
+            tracing = Tracing(topo, str(path), "2222", "--timeout", "20")
+            tracing.prompt()
+            topo.request("guest:web", "tcp", topo.host_address(4), 2222, timeout=2)
+            code, out, err = tracing.finish()
+        assert code == 1, out + err
+        assert out.splitlines()[1].startswith("packet 192.168.50.10:")
+        assert (
+            "stopped: nftfwd's own rules leave it without DNAT (inet nftfwd prerouting, policy "
+            "accept), so the forward is closed to this client" in out
+        ), out

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 HOMELAB = REPO / "examples" / "homelab.yaml"
 NFTFWD = str(Path(sys.executable).parent / "nftfwd")
 _names = itertools.count()

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import REPO, TEST_DATA
 from jsonschema import Draft202012Validator
 
 from nftfwd import schema
@@ -29,7 +30,6 @@ from nftfwd.errors import ModelError, NftfwdError, Problem
 from nftfwd.schema_fast import compile_check
 from nftfwd.source import Document, load_file, load_text
 
-REPO = Path(__file__).resolve().parents[1]
 MODEL_FILES = sorted(
     [
         *(REPO / "tests" / "data").rglob("*.yaml"),
@@ -453,7 +453,7 @@ def test_a_valid_model_is_built_without_importing_jsonschema(tmp_path: Path) -> 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTHON")}
     for path, imported in (
         (REPO / "examples" / "homelab.yaml", False),
-        (REPO / "tests" / "data" / "bad" / "unknown-key.yaml", True),
+        (TEST_DATA / "bad" / "unknown-key.yaml", True),
     ):
         result = subprocess.run(
             [sys.executable, "-X", "importtime", "-m", "nftfwd", "build", str(path)],

@@ -21,6 +21,7 @@ from typing import Any
 
 import pytest
 from cli_runner import run_cli
+from conftest import REPO
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -36,7 +37,6 @@ from nftfwd.source import (
     max_model_bytes,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 HOSTILE = runpy.run_path(str(REPO / "bench" / "hostile.py"))
 HEADER = "version: 1\nhosts:\n  h:\n    uplinks: [eth0]\n"
 VALID = HEADER + (

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from e2e import load, read_model
 from harness import Topology
+from wire import load, read_model
 
 pytestmark = pytest.mark.kernel
 

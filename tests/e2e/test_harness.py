@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import REPO
 from harness import HarnessError, Topology, kernel_test_prerequisites, plan_topology
 
-REPO = Path(__file__).resolve().parent.parent
 SCENARIO_DIRS = [REPO / "examples", REPO / "examples" / "scenarios"]
 
 

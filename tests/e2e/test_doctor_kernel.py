@@ -28,31 +28,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS
-from e2e import Probe, expect_failures, expect_reached, load, nftfwd, read_model, tcp
+from conftest import REPO, TEST_DATA
 from harness import Topology
 from jsonschema import Draft202012Validator
-
-MODEL = SCENARIOS / "seed004-ssh-2222.yaml"
-HOST = "localhost"
-GUEST, BRIDGE = "centos", "virbr0"
-OUTSIDE_PORT = 7100  # a server in client0 that the guest reaches through masquerade
-NO_FLUSH = "table inet filter {\n}\n"  # an nftables.conf that keeps other tables
+from seed004_host import (
+    BRIDGE,
+    GUEST,
+    HOST,
+    MODEL,
+    NO_FLUSH,
+    OUTSIDE_PORT,
+    load_setup,
+    seed004,
+    start,
+)
+from wire import Probe, expect_failures, expect_reached, load, nftfwd, tcp
 
 # --- the foreign setups -----------------------------------------------------------------
-
-SETUPS = Path(__file__).parent / "data" / "doctor" / "setups"
-
-
-def load_setup(topo: Topology, name: str) -> None:
-    """Load setups/NAME into the host namespace as make_fixtures.sh does: a .rules file
-    with iptables-nft-restore, a .nft file with nft -f."""
-    text = (SETUPS / name).read_text()
-    if name.endswith(".rules"):
-        topo.run("host", ["iptables-nft-restore"], input=text)
-    else:
-        topo.load_ruleset(text)
-
 
 # What libvirt removes when the network leaves NAT mode: its rules (it keeps its chains).
 LIBVIRT_IPTABLES_RULES = [
@@ -136,19 +128,6 @@ def conf(tmp_path: Path) -> Path:
     path = tmp_path / "nftables.conf"
     path.write_text(NO_FLUSH)
     return path
-
-
-def seed004() -> Topology:
-    return Topology(read_model(MODEL), HOST)
-
-
-def start(topo: Topology) -> None:
-    """nftfwd's rules loaded, servers in the guest and in client0, hairpin mode on the
-    guest's bridge port (with br_netfilter, hairpin traffic is bridged back out of it)."""
-    load(topo, MODEL, HOST)
-    topo.serve(GUEST, [22], ("tcp",))
-    topo.serve_in("client0", "client0", [OUTSIDE_PORT], ("tcp",))
-    topo.run("host", ["bridge", "link", "set", "dev", "vg0", "hairpin", "on"])
 
 
 # --- the cases ----------------------------------------------------------------------------
@@ -275,8 +254,8 @@ def test_healthy_host_has_no_findings(conf: Path, tmp_path: Path) -> None:
 
 # --- a stock Debian 12 or 13 host: what its /etc/nftables.conf weighs -------------------------
 
-STOCK_CONF = Path(__file__).parent / "data" / "doctor" / "debian-nftables.conf"
-DOCTOR_SCHEMA = Path(__file__).parent.parent / "schemas" / "doctor.schema.json"
+STOCK_CONF = TEST_DATA / "doctor" / "debian-nftables.conf"
+DOCTOR_SCHEMA = REPO / "schemas" / "doctor.schema.json"
 
 
 def stock_debian(root: Path) -> Path:

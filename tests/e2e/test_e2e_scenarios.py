@@ -22,7 +22,9 @@ from typing import Any
 
 import pytest
 from conftest import SCENARIOS
-from e2e import (
+from harness import Topology
+from harness.topology import Family
+from wire import (
     BLOCKED,
     DROPPED,
     Probe,
@@ -33,8 +35,6 @@ from e2e import (
     tcp,
     udp,
 )
-from harness import Topology
-from harness.topology import Family
 
 OUTSIDE_PORT = 7100  # a server in each client that guests reach through masquerade
 QUIET_PORT = 22  # what a guest without forwards serves, to prove it stays unreachable

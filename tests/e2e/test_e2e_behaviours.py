@@ -15,7 +15,8 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from e2e import (
+from harness import Topology
+from wire import (
     DROPPED,
     NFTFWD,
     expect_blocked,
@@ -29,7 +30,6 @@ from e2e import (
     tcp,
     udp,
 )
-from harness import Topology
 
 HOST = "e2e"
 BASIC = model_path("basic")

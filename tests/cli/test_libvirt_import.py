@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 import yaml
+from conftest import TEST_DATA
 
 from nftfwd.errors import NftfwdError
 from nftfwd.libvirt import hook_action, import_networks, open_mode_steps
@@ -17,7 +18,7 @@ from nftfwd.schema import validate_shape
 from nftfwd.semantic import build_model
 from nftfwd.source import load_text
 
-DATA = Path(__file__).parent / "data" / "libvirt"
+DATA = TEST_DATA / "libvirt"
 
 HEADER = """\
 # Written by `nftfwd libvirt import`. Edit the lines marked EDIT, add forwards to

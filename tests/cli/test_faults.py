@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
+from conftest import REPO
 
 from nftfwd.config import SYSCTL_FILE
 from nftfwd.errors import NftfwdError
@@ -21,7 +22,6 @@ from nftfwd.kernel.service import installed_table
 from nftfwd.kernel.state import read_state_json
 from nftfwd.model import Bridge, Host
 
-REPO = Path(__file__).resolve().parent.parent
 HOMELAB = REPO / "examples" / "homelab.yaml"
 
 

@@ -17,10 +17,10 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, ip_address
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TEST_DATA
 
 from nftfwd.doctor import judge
 from nftfwd.doctor.findings import Finding
@@ -29,7 +29,7 @@ from nftfwd.doctor.ruleset import analyse_ruleset
 from nftfwd.doctor.walk import Walk
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
 
-DATA = Path(__file__).parent / "data" / "doctor"
+DATA = TEST_DATA / "doctor"
 FIRST_GUEST = IPv4Address("10.0.0.2")  # guest i is FIRST_GUEST + i, its forward port 10000 + i
 ACCEPTED = IPv4Network("10.0.1.0/24")  # rule: ip daddr 10.0.1.0/24 tcp dport 22 accept
 ADDRESSES = {"eno1": (ip_address("203.0.113.10"),)}

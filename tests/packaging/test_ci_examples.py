@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 GATE = REPO / "examples" / "ci" / "check-rules.sh"
 MODEL = REPO / "examples" / "homelab.yaml"
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 from cli_runner import run_cli
+from conftest import REPO, TEST_DATA
 from jsonschema import Draft202012Validator
 
 from nftfwd.diffview import HostDiff
@@ -20,10 +21,9 @@ from nftfwd.doctor.json_report import findings_document
 from nftfwd.markdown import flowchart, format_markdown, mermaid_text
 from nftfwd.plan import ForwardChange, ForwardKey, Target
 
-REPO = Path(__file__).resolve().parent.parent
 HOMELAB = REPO / "examples" / "homelab.yaml"
 FLEET = REPO / "examples" / "fleet.yaml"
-DEBIAN_CONF = (REPO / "tests" / "data" / "doctor" / "debian-nftables.conf").read_text()
+DEBIAN_CONF = (TEST_DATA / "doctor" / "debian-nftables.conf").read_text()
 
 
 @cache

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
+from conftest import REPO
 
 from nftfwd.cli import _color
 
-REPO = Path(__file__).resolve().parent.parent
 HOMELAB = REPO / "examples" / "homelab.yaml"
 COMMANDS = [
     ["build"], ["check"], ["diff"], ["load"], ["doctor"], ["confirm"], ["install"],

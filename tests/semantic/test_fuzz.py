@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +28,6 @@ from nftfwd.schema import validate_shape
 from nftfwd.semantic import build_model
 from nftfwd.source import decode_utf8, load_text
 
-REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = (REPO / "examples" / "homelab.yaml").read_text(encoding="utf-8")
 HOSTILE = runpy.run_path(str(REPO / "bench" / "hostile.py"))
 SECONDS_EACH = 5.0

@@ -12,10 +12,10 @@ import json
 import re
 from dataclasses import replace
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, ip_address, ip_network
-from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TEST_DATA
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -27,7 +27,7 @@ from nftfwd.errors import NftfwdError
 from nftfwd.libvirt import open_mode_steps
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
 
-DATA = Path(__file__).parent / "data" / "doctor"
+DATA = TEST_DATA / "doctor"
 ADDRESSES: dict[str, tuple[IPv4Address | IPv6Address, ...]] = {
     "lo": (ip_address("127.0.0.1"),),
     "eno1": (ip_address("203.0.113.10"),),

@@ -27,13 +27,13 @@ a mount namespace of their own whose /etc is a Debian host's (DEBIAN_ETC: the mo
 systemd unit enabled or installed), so that nothing of the machine running the tests
 shows: `diff`, `load` and `confirm` on the homelab host with main.yaml loaded, nftfwd.yaml
 in /etc/nftfwd and three connections open through the database's forward; `doctor` on
-seed004's host (tests/test_doctor_kernel.py) with libvirt's real iptables-nft rules of
+seed004's host (tests/seed004_host.py) with libvirt's real iptables-nft rules of
 its NAT mode and Debian's stock nftables.conf, and `doctor --format json` on the same
 host once doctor's fix put the network in open mode (libvirt's rules gone); `trace` on
 the same two hosts, client0 connecting while it waits (its port, which the kernel picks,
 read as 40000).
 
-`pytest tests/test_readme.py --update-readme` rewrites the checked transcripts' outputs
+`pytest tests/packaging/test_readme.py --update-readme` rewrites the checked transcripts' outputs
 from the real ones (outputs with `...` are left for a human to edit); review with
 `git diff README.md`.
 """
@@ -54,18 +54,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES, REPO, SCENARIOS
-from e2e import load, read_model, state_dir
+from conftest import EXAMPLES, REPO, SCENARIOS, TEST_DATA
 from harness import Topology
 from kernel_ns import NFTFWD, Namespace
-from test_doctor_kernel import NO_FLUSH, load_setup, start
+from seed004_host import NO_FLUSH, load_setup, start
+from wire import load, read_model, state_dir
 
 README = REPO / "README.md"
-DATA = Path(__file__).parent / "data" / "readme"
+DATA = TEST_DATA / "readme"
 HOMELAB = EXAMPLES / "homelab.yaml"
 SEED004 = SCENARIOS / "seed004-ssh-2222.yaml"
-STOCK_NFTABLES_CONF = Path(__file__).parent / "data" / "doctor" / "debian-nftables.conf"
-LIBVIRT_DEFAULT = Path(__file__).parent / "data" / "libvirt" / "default.xml"
+STOCK_NFTABLES_CONF = TEST_DATA / "doctor" / "debian-nftables.conf"
+LIBVIRT_DEFAULT = TEST_DATA / "libvirt" / "default.xml"
 README_STATE_DIR = "/var/lib/nftfwd"
 
 # --- README's transcripts -----------------------------------------------------------------
@@ -315,7 +315,7 @@ def homelab_host(tmp_path: Path, connections: int) -> Iterator[Scene]:
 
 @contextlib.contextmanager
 def seed004_host(tmp_path: Path, *, libvirt_nat: bool) -> Iterator[Scene]:
-    """seed004's host (tests/test_doctor_kernel.py), Debian's stock nftables.conf, with
+    """seed004's host (tests/seed004_host.py), Debian's stock nftables.conf, with
     libvirt's iptables rules of its default network in NAT mode; without libvirt_nat, as
     it is once doctor's fix switched the network to open mode (libvirt removes its rules)."""
     with Topology(read_model(SEED004), "localhost") as topo:
@@ -354,7 +354,7 @@ SCENES: dict[str, Setting] = {
 NOT_PRODUCIBLE = {
     "nftfwd load --atomic --confirm 60": (
         "the countdown asks on a terminal and waits up to 60 s for an answer; "
-        "tests/test_kernel_confirm.py tests the countdown itself"
+        "tests/kernel/test_kernel_confirm.py tests the countdown itself"
     ),
 }
 

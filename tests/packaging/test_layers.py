@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 # Where each package of nftfwd lives (pyproject.toml's package-dir).
 PACKAGE_DIRS = {
     "nftfwd": REPO / "compiler",
@@ -200,7 +200,7 @@ def _runtime_closure(start: str) -> set[str]:
 def test_every_module_has_a_layer() -> None:
     unplaced = sorted(set(MODULES) - set(LAYERS))
     gone = sorted(set(LAYERS) - set(MODULES))
-    assert not unplaced, f"place these modules in a layer (tests/test_layers.py): {unplaced}"
+    assert not unplaced, f"place these modules in a layer (LAYERS, {__file__}): {unplaced}"
     assert not gone, f"these modules are gone; remove them from LAYERS: {gone}"
 
 

@@ -12,20 +12,17 @@ from __future__ import annotations
 
 import itertools
 import runpy
-from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from conftest import REPO
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nftfwd import source
 from nftfwd.errors import Location, ModelError, Problem
 from nftfwd.source import KeyPath, format_path, load_text
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 # ---- the oracle: nftfwd.source as it was before the event-stream loader ----------------
 
@@ -220,7 +217,7 @@ def model_texts() -> list[tuple[str, str]]:
         for path in itertools.chain(root.rglob("*.yaml"), root.rglob("*.yml"))
     )
     # Not the alias bomb: the old loader expands it without bound (gigabytes), which is
-    # what the new one refuses (tests/test_hostile_input.py).
+    # what the new one refuses (tests/semantic/test_hostile_input.py).
     texts = [
         (str(path.relative_to(path.parents[1])), path.read_text("utf-8"))
         for path in files

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import re
 import zipfile
-from pathlib import Path
+
+from conftest import REPO
 
 import nftfwd
 from nftfwd.distfiles import COMPLETIONS
 from nftfwd.install import PACKAGED_BIN
 
-REPO = Path(__file__).resolve().parent.parent
 DEBIAN = REPO / "debian"
 
 

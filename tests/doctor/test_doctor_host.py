@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import TEST_DATA
 
 from nftfwd.doctor.boot import BootUnits, check_nftables_conf, unit_setting
 from nftfwd.doctor.findings import Finding
@@ -39,7 +40,7 @@ from nftfwd.kernel.hoststate import (
 )
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
 
-DATA = Path(__file__).parent / "data" / "doctor"
+DATA = TEST_DATA / "doctor"
 COMMANDS = {
     ("ip", "-d", "-j", "addr", "show"): "host-ip-addr.json",
     ("ip", "-j", "neigh", "show"): "host-ip-neigh.json",

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
+from conftest import TEST_DATA
 
-BAD = Path(__file__).parent / "data" / "bad"
+BAD = TEST_DATA / "bad"
 FILES = sorted(BAD.glob("*.yaml"))
 
 

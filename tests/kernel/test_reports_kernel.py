@@ -12,9 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import REPO
 from jsonschema import Draft202012Validator
 
-REPO = Path(__file__).resolve().parent.parent
 HOMELAB = REPO / "examples" / "homelab.yaml"
 NFTFWD = str(Path(sys.executable).parent / "nftfwd")
 SCHEMA = json.loads((REPO / "schemas" / "diff.schema.json").read_text())

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 from cli_runner import run_cli
+from conftest import REPO
 
 from nftfwd.compiler import load_model
 from nftfwd.config import select_host
 from nftfwd.errors import NftfwdError
 
-REPO = Path(__file__).resolve().parent.parent
 HOMELAB = REPO / "examples" / "homelab.yaml"
 FLEET = REPO / "examples" / "fleet.yaml"
 

@@ -1,6 +1,6 @@
 """Every example and shared scenario compiles to exactly its golden files.
 
-Regenerate after an intended change with `pytest tests/test_golden.py --update-golden`
+Regenerate after an intended change with `pytest tests/render/test_golden.py --update-golden`
 and review the result with `git diff golden/`.
 """
 

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import REPO, SCENARIOS
+from conftest import SCENARIOS, TEST_DATA
 
 from nftfwd.compiler import load_model
 from nftfwd.doctor.findings import Finding
@@ -20,9 +20,9 @@ from nftfwd.trace_path import Trace, base_chains, fold
 from nftfwd.trace_plan import find_target, owner_pid, trace_chains, trace_script
 from nftfwd.trace_report import Report, format_json, format_text, matching_findings
 
-DATA = Path(__file__).resolve().parent.parent / "data" / "trace"
+DATA = TEST_DATA / "trace"
 SEED004 = SCENARIOS / "seed004-ssh-2222.yaml"
-SOURCES = REPO / "tests" / "data" / "e2e" / "sources.yaml"
+SOURCES = TEST_DATA / "e2e" / "sources.yaml"
 TRACE_TABLE = ("inet", "nftfwd_trace")
 
 

@@ -1,5 +1,6 @@
 """`nftfwd trace` against real packets, in the host namespace of the standard topology
-(tests/harness) for seed004 (host port 2222 -> centos port 22): the real command runs
+(tests/harness) for seed004 (host port 2222 -> centos port 22, tests/seed004_host.py,
+as doctor's kernel tests): the real command runs
 there (`ip netns exec`), a client connects while it waits, and the trace names what the
 kernel did. After every test (also after SIGINT, SIGTERM, a timeout and a killed trace)
 the trace table is gone, no `nft monitor` is left in the namespace, and the rest of the
@@ -20,13 +21,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import SCENARIOS
-from e2e import NFTFWD, load, model_path, read_model, state_dir
 from harness import Topology
+from seed004_host import HOST, MODEL, load_setup, seed004, start
+from wire import NFTFWD, load, model_path, read_model, state_dir
 
-MODEL = SCENARIOS / "seed004-ssh-2222.yaml"
-HOST = "localhost"
-SETUPS = Path(__file__).resolve().parent.parent / "data" / "doctor" / "setups"
 # An admin's own filter: one drop rule in inet filter forward, the policy accept.
 ADMIN_DROP = """table inet filter {
 \tchain forward {
@@ -103,15 +101,6 @@ def ruleset_kept(topo: Topology) -> Iterator[None]:
     assert monitors_left(topo) == []
 
 
-def seed004(**kwargs: object) -> Topology:
-    return Topology(read_model(MODEL), HOST, **kwargs)  # type: ignore[arg-type]
-
-
-def start(topo: Topology) -> None:
-    load(topo, MODEL, HOST)
-    topo.serve("centos", [22], ("tcp",))
-
-
 def handle_of(topo: Topology, family: str, table: str, chain: str, rule: str) -> int:
     """The handle of the first rule that `rule` (a regular expression) finds."""
     listing = topo.run("host", ["nft", "-a", "list", "chain", family, table, chain]).stdout
@@ -154,10 +143,6 @@ def test_healthy_forward_ends_in_the_guests_reply() -> None:
         assert lines[-1] == (
             "delivered: DNATed to centos 192.168.122.133 port 22, and the guest answered."
         )
-
-
-def load_setup(topo: Topology, name: str) -> None:
-    topo.run("host", ["iptables-nft-restore"], input=(SETUPS / name).read_text())
 
 
 @pytest.mark.kernel

@@ -55,22 +55,32 @@ class Interrupted(NftfwdError):
     """SIGINT, SIGTERM or SIGHUP during the trace (the table is removed all the same)."""
 
 
+STOPPING = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
 @contextmanager
 def _signals_interrupt() -> Iterator[None]:
-    """SIGINT, SIGTERM and SIGHUP end the wait with Interrupted, so that the cleanup runs."""
+    """SIGINT, SIGTERM and SIGHUP end the wait with Interrupted, so that the cleanup runs;
+    the cleanup blocks them (_hold_signals), and one that came meanwhile is delivered
+    once the usual handlers are back."""
 
     def interrupt(number: int, _frame: FrameType | None) -> None:
         raise Interrupted(
             f"interrupted by {signal.Signals(number).name}; the trace table is removed."
         )
 
-    wanted = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
-    previous = {number: signal.signal(number, interrupt) for number in wanted}
+    previous = {number: signal.signal(number, interrupt) for number in STOPPING}
     try:
         yield
     finally:
         for number, handler in previous.items():
             signal.signal(number, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOPPING)
+
+
+def _hold_signals() -> None:
+    """A second Ctrl-C must not cut the cleanup short."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOPPING)
 
 
 def run_trace(
@@ -135,6 +145,7 @@ def run_trace(
                             events.append(late)
                     break
         finally:
+            _hold_signals()
             if probe is not None:
                 probe.close()
             if monitor is not None:

@@ -107,7 +107,7 @@ def test_hairpin_off_has_no_output_chain_and_no_bridge_ingress(tmp_path: Path) -
     model = load_model(path)
     table = lower_host(model.table, model.hosts[0])
     assert [c.name for c in table.chains] == ["prerouting", "forward", "postrouting"]
-    from nftfwd.render_nft import rule_text
+    from nftfwd.nft_text import rule_text
 
     prerouting = rule_text(table.chains[0].rules[0])
     assert 'iifname "eth0"' in prerouting and "br0" not in prerouting

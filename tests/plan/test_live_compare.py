@@ -7,8 +7,9 @@ from typing import Any
 
 from nftfwd.diffview import HostDiff, element_lines, format_text
 from nftfwd.ir import Table
-from nftfwd.kernel.libnft import _name_protocols, table_outlines
+from nftfwd.kernel.libnft import table_outlines
 from nftfwd.kernel.live import LiveTable, batch_file, restore_batch
+from nftfwd.nftjson import name_protocols, read_objects
 from nftfwd.plan import ElementChange, compare_elements, elements_of
 
 OUTLINE = """\
@@ -57,7 +58,8 @@ def test_elements_compare_as_data_and_show_in_nft_syntax() -> None:
         {"add": _map("sources_any4", [[{"concat": ["tcp", 22]}, {"accept": None}]])},
         {"delete": {"table": {"family": "inet", "name": "nftfwd"}}},
     ]
-    old, new = elements_of(live, "nftfwd"), elements_of(compiled, "nftfwd")
+    old = elements_of(read_objects(live), "nftfwd")
+    new = elements_of(read_objects(compiled), "nftfwd")
     assert set(old) == {"dnat_addr_any4", "sources_any4", "nets"}
     assert compare_elements(old, old) == []
     changes = compare_elements(old, new)
@@ -130,7 +132,7 @@ def test_protocols_listed_as_numbers_get_their_names_back_in_elements() -> None:
         {"rule": {"expr": [{"match": {"right": {"set": [6, 17]}}}]}},
     ]  # fmt: skip
     for obj in listed:
-        _name_protocols(obj)
+        name_protocols(obj)
     assert listed[0]["map"]["elem"] == [
         [{"concat": ["tcp", 80]}, "10.0.0.2"],
         [{"concat": [132, 9]}, "10.0.0.3"],  # not one nftfwd writes: left as listed

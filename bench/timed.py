@@ -1,8 +1,7 @@
-"""Network namespaces and timed commands for the benchmark (standard library only).
+"""Timed commands for the benchmark, in a network namespace or not (standard library only).
 
-Every namespace is made here and removed by ``Namespaces.close()``; every process is
-started here and stopped by its own pid (or the process group it leads, which this
-module created with ``start_new_session``). Every wait has a time limit.
+The namespaces are the test harness's (tests/harness, see bench/setup.py). A command is
+stopped by the process group it leads (``start_new_session``) when its time is up.
 
 Commands run inside a namespace by ``setns(2)`` in the child just before ``exec``: the
 same network namespace ``ip netns exec`` would enter, without its extra mount
@@ -14,18 +13,20 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import os
-import select
 import signal
+import statistics
 import subprocess
 import tempfile
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 CLONE_NEWNET = 0x40000000
 NETNS_DIR = Path("/run/netns")
+MB = 1024.0
 _libc = ctypes.CDLL(None, use_errno=True)
 
 
@@ -152,90 +153,27 @@ def run(
     return result
 
 
-@dataclass
-class Namespaces:
-    """The namespaces and background processes of one benchmark run."""
+def med(values: list[float]) -> float | None:
+    return statistics.median(values) if values else None
 
-    prefix: str
-    made: list[str] = field(default_factory=list)
-    procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
-    def add(self, role: str) -> str:
-        name = f"{self.prefix}-{role}"
-        if (NETNS_DIR / name).exists():
-            raise BenchError(f"namespace {name} already exists")
-        run(["ip", "netns", "add", name])
-        self.made.append(name)
-        run(["ip", "-n", name, "link", "set", "lo", "up"])
-        return name
-
-    def remove(self, name: str) -> None:
-        if name in self.made:
-            subprocess.run(
-                ["ip", "netns", "del", name], capture_output=True, timeout=30, check=False
-            )
-            self.made.remove(name)
-
-    def start(
-        self,
-        argv: Sequence[str],
-        netns: str,
-        env: Mapping[str, str] | None = None,
-        ready: str = "READY",
-        timeout: float = 10.0,
-    ) -> subprocess.Popen[bytes]:
-        """Start a background process in `netns`; wait (bounded) for its `ready` line."""
-        fd = os.open(NETNS_DIR / netns, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            proc = subprocess.Popen(
-                list(argv),
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                env=dict(env) if env is not None else None,
-                preexec_fn=lambda: _enter(fd),
-                start_new_session=True,
-            )
-        finally:
-            os.close(fd)
-        self.procs.append(proc)
-        assert proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        line = b""
-        while time.monotonic() < deadline:
-            ready_fds, _, _ = select.select([proc.stdout], [], [], deadline - time.monotonic())
-            if ready_fds:
-                line = proc.stdout.readline()
-                break
-        if line.decode().strip() != ready:
-            self.stop(proc)
-            raise BenchError(f"{' '.join(argv)} in {netns} did not start: {line!r}")
-        return proc
-
-    def stop(self, proc: subprocess.Popen[bytes]) -> None:
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=3)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(timeout=3)
-        if proc.stdout is not None:
-            proc.stdout.close()
-        if proc in self.procs:
-            self.procs.remove(proc)
-
-    def close(self) -> None:
-        for proc in list(self.procs):
-            self.stop(proc)
-        for name in list(reversed(self.made)):
-            self.remove(name)
-
-    def __enter__(self) -> Namespaces:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+def summary(samples: list[Timed]) -> dict[str, Any]:
+    """Median/min/max of the successful samples, and the first error if any failed."""
+    good = [s for s in samples if s.ok]
+    out: dict[str, Any] = {
+        "n_ok": len(good),
+        "n_failed": len(samples) - len(good),
+        "median_s": med([s.seconds for s in good]),
+        "min_s": min((s.seconds for s in good), default=None),
+        "max_s": max((s.seconds for s in good), default=None),
+        "samples_s": [round(s.seconds, 4) for s in samples],
+        "maxrss_mb": round(max((s.maxrss_kb for s in samples), default=0) / MB, 1),
+    }
+    failed = [s for s in samples if not s.ok]
+    if failed:
+        f = failed[0]
+        out["error"] = "timed out" if f.timed_out else f.first_error_line()
+        out["error_seconds"] = round(f.seconds, 3)
+        out["error_exit"] = f.returncode
+        out["error_stderr_tail"] = f.stderr_tail()
+    return out

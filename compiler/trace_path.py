@@ -2,8 +2,8 @@
 through every table, its DNAT, its route, and how it ended (delivered, stopped by a named
 rule or chain policy, no reply, or nothing seen).
 
-Pure: the events (nftfwd.trace_events) and the hooks of the base chains (from the
-ruleset's outline) come in, a Trace goes out.
+Pure: the events (nftfwd.trace_events) and the base chains with their hooks (nftjson's
+chains, as `nft -j list chains` lists them) come in, a Trace goes out.
 """
 
 from __future__ import annotations
@@ -13,71 +13,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from nftfwd.nftjson import Chain
 from nftfwd.trace_events import PacketInfo, TraceEvent
-
-# --- the base chains: which hook each runs on ----------------------------------------------
-
-# Priority names nft prints (nft(8), "PRIORITY"): the netdev/ip/ip6/inet/arp values, and
-# the bridge family's own.
-PRIORITY_NAMES = {"raw": -300, "mangle": -150, "dstnat": -100, "filter": 0, "security": 50,
-                  "srcnat": 100}  # fmt: skip
-BRIDGE_PRIORITY_NAMES = {"dstnat": -300, "filter": -200, "out": 100, "srcnat": 300}
-
-
-@dataclass(frozen=True)
-class BaseChain:
-    family: str
-    table: str
-    name: str
-    type: str
-    hook: str
-    prio: int
-    policy: str
-
 
 ChainKey = tuple[str, str, str]  # family, table, chain
 
-_TABLE = re.compile(r'^table (\S+) ("[^"]*"|\S+) \{')
-_CHAIN = re.compile(r'^\s+chain ("[^"]*"|\S+) \{')
-_BASE = re.compile(
-    r"^\s+type (\S+) hook (\S+)(?: device \S+)? priority ([^;]+);(?: policy (\w+);)?"
-)
 
-
-def _name(word: str) -> str:
-    return word[1:-1] if word.startswith('"') and word.endswith('"') else word
-
-
-def _priority(text: str, family: str) -> int:
-    """`filter`, `dstnat - 10`, `-150`: a number."""
-    names = BRIDGE_PRIORITY_NAMES if family == "bridge" else PRIORITY_NAMES
-    match = re.fullmatch(r"\s*(-?\d+|[a-z]+)\s*(?:([+-])\s*(\d+))?\s*", text)
-    if match is None:
-        return 0
-    base, sign, offset = match.groups()
-    value = int(base) if base.lstrip("-").isdigit() else names.get(base, 0)
-    if sign:
-        value += int(offset) if sign == "+" else -int(offset)
-    return value
-
-
-def base_chains(outline: str) -> dict[ChainKey, BaseChain]:
-    """The base chains of a ruleset listing (`nft -t list ruleset`), by family, table and
-    name."""
-    found: dict[ChainKey, BaseChain] = {}
-    family = table = chain = None
-    for line in outline.splitlines():
-        if match := _TABLE.match(line):
-            family, table, chain = match[1], _name(match[2]), None
-        elif match := _CHAIN.match(line):
-            chain = _name(match[1])
-        elif (match := _BASE.match(line)) and family and table and chain:
-            kind, hook, prio, policy = match.groups()
-            found[(family, table, chain)] = BaseChain(
-                family, table, chain, kind, hook, _priority(prio, family), policy or "accept"
-            )
-            chain = None
-    return found
+def base_chains(chains: Iterable[Chain]) -> dict[ChainKey, Chain]:
+    """The base chains (those on a hook), by family, table and name."""
+    return {(c.family, c.table, c.name): c for c in chains if c.hook}
 
 
 # --- one packet's path ---------------------------------------------------------------------
@@ -127,7 +71,7 @@ class PacketPath:
 
 
 def packet_paths(
-    events: Iterable[TraceEvent], trace_table: tuple[str, str], chains: dict[ChainKey, BaseChain]
+    events: Iterable[TraceEvent], trace_table: tuple[str, str], chains: dict[ChainKey, Chain]
 ) -> list[PacketPath]:
     """The traced packets in the order they came, each with its steps. Every traced
     packet starts in the trace table (it sets nftrace there); the kernel reuses trace ids,
@@ -142,7 +86,7 @@ def packet_paths(
         if own and event.kind == "packet" and event.packet is not None:
             base = chains.get((event.family, event.table, event.chain))
             open_paths[event.trace_id] = len(starts)
-            starts.append((event.packet, base.hook if base else "prerouting"))
+            starts.append((event.packet, base.hook if base and base.hook else "prerouting"))
             steps.append([])
             seen.append(event.packet)
             hooks.append(base.hook if base else None)
@@ -283,7 +227,7 @@ def fold(
     *,
     trace_table: tuple[str, str],
     own_table: str,
-    chains: dict[ChainKey, BaseChain],
+    chains: dict[ChainKey, Chain],
     guest_address: str | None = None,
 ) -> Trace:
     """The first traced connection's path and how it ended."""

@@ -12,7 +12,8 @@ from ipaddress import ip_address
 from nftfwd.claims import Reach, host_reaches
 from nftfwd.errors import NftfwdError, echo
 from nftfwd.model import Family, Host, IPAddress, Proto, family_of
-from nftfwd.trace_path import BaseChain, ChainKey
+from nftfwd.nftjson import Chain
+from nftfwd.trace_path import ChainKey
 
 TRACE_FAMILY, TRACE_TABLE = "inet", "nftfwd_trace"
 # Between conntrack (-200: `ct state` and `ct id` are known) and NAT (-100: the packet
@@ -120,10 +121,11 @@ def trace_script(target: Target, pid: int, families: tuple[Family, ...] | None =
     )
 
 
-def trace_chains() -> dict[ChainKey, BaseChain]:
-    """The trace table's base chains, which the events name."""
+def trace_chains() -> dict[ChainKey, Chain]:
+    """The trace table's base chains, which the events name (the chains are listed before
+    the table is added)."""
     return {
-        (TRACE_FAMILY, TRACE_TABLE, name): BaseChain(
+        (TRACE_FAMILY, TRACE_TABLE, name): Chain(
             TRACE_FAMILY, TRACE_TABLE, name, "filter", hook, TRACE_PRIORITY, "accept"
         )
         for name, hook in (("pre", "prerouting"), ("out", "output"))

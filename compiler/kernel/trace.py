@@ -103,7 +103,7 @@ def run_trace(
             )
     nft = Nft()
     outline = nft.outline()
-    chains = {**base_chains(outline), **trace_chains()}
+    chains = {**base_chains(nft.chains()), **trace_chains()}
     trace_table = (TRACE_FAMILY, TRACE_TABLE)
     events: list[TraceEvent] = []
     guest = str(target.first.target)

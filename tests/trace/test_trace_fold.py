@@ -1,5 +1,5 @@
 """trace's pure stages on real captured output: `nft -a monitor trace` (nft 1.0.6) of the
-cases of tests/trace/test_trace_kernel.py, with the outline (`nft -t list ruleset`) of the
+cases of tests/trace/test_trace_kernel.py, with the chains (`nft -j list chains`) of the
 host namespace at that moment (tests/data/trace/). The events are read, folded into the
 path, and the end is the one the kernel showed; the trace table and its plan are pure too.
 """
@@ -15,6 +15,7 @@ from conftest import SCENARIOS, TEST_DATA
 from nftfwd.compiler import load_model
 from nftfwd.doctor.findings import Finding
 from nftfwd.errors import NftfwdError
+from nftfwd.nftjson import Chain, read_document
 from nftfwd.trace_events import parse_event, parse_events
 from nftfwd.trace_path import Trace, base_chains, fold
 from nftfwd.trace_plan import find_target, owner_pid, trace_chains, trace_script
@@ -26,9 +27,14 @@ SOURCES = TEST_DATA / "e2e" / "sources.yaml"
 TRACE_TABLE = ("inet", "nftfwd_trace")
 
 
+def listed_chains(case: str) -> dict[tuple[str, str, str], Chain]:
+    listing = json.loads((DATA / f"{case}.chains.json").read_text())
+    return base_chains(read_document(listing).chains)
+
+
 def folded(case: str, guest: str = "192.168.122.133") -> Trace:
     events = parse_events((DATA / f"{case}.monitor").read_text().splitlines())
-    chains = {**base_chains((DATA / f"{case}.outline").read_text()), **trace_chains()}
+    chains = {**listed_chains(case), **trace_chains()}
     return fold(events, trace_table=TRACE_TABLE, own_table="nftfwd", chains=chains,
                 guest_address=guest)  # fmt: skip
 
@@ -71,13 +77,13 @@ def test_event_lines_are_read_into_typed_events() -> None:
     assert parse_event("# new generation 3 by process 24090 (nft)") is None
 
 
-def test_base_chains_of_the_outline_with_their_hooks() -> None:
-    chains = base_chains((DATA / "libvirt-iptables.outline").read_text())
+def test_base_chains_with_their_hooks() -> None:
+    chains = listed_chains("libvirt-iptables")
     forward = chains[("ip", "filter", "FORWARD")]
-    assert (forward.hook, forward.prio, forward.policy) == ("forward", 0, "accept")
-    assert chains[("inet", "nftfwd", "prerouting")].prio == -100
+    assert (forward.hook, forward.priority, forward.policy) == ("forward", 0, "accept")
+    assert chains[("inet", "nftfwd", "prerouting")].priority == -100
     assert ("ip", "filter", "LIBVIRT_FWI") not in chains  # a chain jumped to, not a base chain
-    assert chains[("ip", "mangle", "PREROUTING")].prio == -150
+    assert chains[("ip", "mangle", "PREROUTING")].priority == -150
 
 
 def test_healthy_forward_is_delivered_through_nftfwd_dnat() -> None:
@@ -159,7 +165,7 @@ def test_nothing_and_no_reply() -> None:
     lines = (DATA / "healthy.monitor").read_text().splitlines()
     events = [e for e in parse_events(lines) if e.packet is None or e.packet.iif != "virbr0"]
     events = events[: next(i for i, e in enumerate(events) if e.chain == "postrouting") + 2]
-    chains = {**base_chains((DATA / "healthy.outline").read_text()), **trace_chains()}
+    chains = {**listed_chains("healthy"), **trace_chains()}
     trace = fold(events, trace_table=TRACE_TABLE, own_table="nftfwd", chains=chains,
                  guest_address="192.168.122.133")  # fmt: skip
     assert (trace.result, trace.exit_code) == ("no-reply", 4)

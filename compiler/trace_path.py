@@ -179,7 +179,6 @@ class Trace:
     local: bool  # it went to the host itself (input hook), not forwarded
     stop: Step | None  # the rule or policy that dropped or rejected it
     own_no_dnat: Step | None  # nftfwd's rule (or chain policy) that left it without DNAT
-    own_seen: bool  # nftfwd's table saw the connection
     reply: PacketPath | None  # the first answer from the guest
 
     @property
@@ -233,13 +232,11 @@ def fold(
     """The first traced connection's path and how it ended."""
     paths = packet_paths(events, trace_table, chains)
     if not paths:
-        return Trace("nothing", (), None, None, False, None, None, False, None)
+        return Trace("nothing", (), None, None, False, None, None, None)
     first = paths[0]
     replies = [p for p in paths if p.direction == "reply"]
-    originals = [p for p in paths if p.direction == "original"]
     dnat = _dnat(first)
     route, local = _route(first)
-    own_seen = any(s.table == own_table for p in originals for s in p.steps)
     target = dnat.address if dnat and dnat.address else guest_address
     from_guest = [p for p in replies if target is not None and p.packet.saddr == target]
     reply = from_guest[0] if from_guest else None
@@ -248,8 +245,8 @@ def fold(
     if stop is not None and not any(stop in p.steps for p in shown):
         shown = (*shown, next(p for p in paths if stop in p.steps))
     own_step = None
-    if dnat is None:
-        own_step = _own_no_dnat(first, own_table)
+    if dnat is None:  # a drop on the way names the rule; else nftfwd's own rules did it
+        own_step = None if stop is not None else _own_no_dnat(first, own_table)
         result: Result = "stopped"
     elif stop is not None:
         result = "stopped"
@@ -257,7 +254,7 @@ def fold(
         result = "delivered"
     else:
         result = "no-reply"
-    return Trace(result, shown, dnat, route, local, stop, own_step, own_seen, reply)
+    return Trace(result, shown, dnat, route, local, stop, own_step, reply)
 
 
 def settled(trace: Trace) -> bool:

@@ -105,7 +105,7 @@ def end_text(report: Report) -> str:
             "; likely causes: the guest is down or its firewall drops it, the guest's "
             "route back does not go through this host, strict rp_filter."
         )
-    if trace.dnat is None:
+    if trace.dnat is None and trace.stop is None:
         if trace.own_no_dnat is not None:
             return (
                 "stopped: nftfwd's own rules leave it without DNAT "
@@ -206,8 +206,8 @@ def format_json(report: Report) -> str:
         },
         "route": trace.route,
         "local": trace.local,
-        "stopped_by": _step_json(trace.stop if trace.dnat is not None else trace.own_no_dnat),
-        "own_rules": trace.dnat is None and trace.own_no_dnat is not None,
+        "stopped_by": _step_json(trace.stop or trace.own_no_dnat),
+        "own_rules": trace.own_no_dnat is not None,
         "findings": [
             {"id": f.id, "subject": f.subject, "severity": f.severity} for f in report.findings
         ],
@@ -228,7 +228,7 @@ NOTHING_CAUSES = frozenset({"uplink-missing", "link-down", "table-not-loaded", "
 def matching_findings(trace: Trace, findings: Sequence[Finding]) -> tuple[Finding, ...]:
     """doctor's findings about what ended the trace: the chain that stopped it, or the
     likely causes of no reply (or of nothing arriving)."""
-    if trace.result == "stopped" and trace.dnat is not None and trace.stop is not None:
+    if trace.result == "stopped" and trace.stop is not None:
         where = f"table {trace.stop.family} {trace.stop.table}, chain {trace.stop.chain}"
         return tuple(f for f in findings if f.subject.startswith(where))
     if trace.result == "stopped" and trace.dnat is None and trace.own_no_dnat is None:

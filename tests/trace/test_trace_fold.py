@@ -222,3 +222,23 @@ def test_trace_table_marks_new_connections_after_conntrack_before_nat() -> None:
     )  # `create`: a second trace started at once fails instead of merging into it
     listed = 'table inet nftfwd_trace {\n\tcomment "nftfwd trace, pid 4242"\n\tset conn {\n'
     assert owner_pid(listed) == 4242
+
+
+def test_a_drop_before_nat_is_named_not_blamed_on_nftfwd() -> None:
+    first = (DATA / "admin-drop.monitor").read_text().splitlines()[0]  # the trace table's
+    trace_id = first.split()[2]
+    lines = [
+        first,
+        f'trace id {trace_id} ip early PREROUTING packet: iif "eno1" ip saddr 203.0.113.100 '
+        "ip daddr 203.0.113.1 tcp sport 40000 tcp dport 2222 tcp flags == syn",
+        f"trace id {trace_id} ip early PREROUTING rule tcp dport 2222 drop # handle 4 "
+        "(verdict drop)",
+    ]
+    early = Chain("ip", "early", "PREROUTING", "filter", "prerouting", -120, "accept")
+    chains = {**trace_chains(), ("ip", "early", "PREROUTING"): early}
+    trace = fold(parse_events(lines), trace_table=TRACE_TABLE, own_table="nftfwd",
+                 chains=chains)  # fmt: skip
+    assert (trace.result, trace.dnat, trace.own_no_dnat) == ("stopped", None, None)
+    assert trace.stop is not None and (trace.stop.where, trace.stop.handle) == (
+        "ip early PREROUTING", 4
+    )  # fmt: skip

@@ -194,7 +194,7 @@ class Probe:
 
 def uplink_addresses(uplinks: tuple[str, ...]) -> tuple[IPAddress, ...]:
     """The addresses of the host's uplinks, for --probe (doctor's reader of `ip addr`)."""
-    from nftfwd.kernel.hoststate import read_links, run_command
+    from nftfwd.kernel.hoststate import read_links, run_command  # --probe only: doctor's
 
     links = read_links(run_command)
     return tuple(a for name in uplinks if name in links for a in links[name].addresses)

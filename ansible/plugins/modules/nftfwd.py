@@ -388,11 +388,12 @@ def main():
             "executable": {"type": "str", "default": "nftfwd"},
             "fail_on_findings": {"type": "bool", "default": False},
         },
-        mutually_exclusive=[["confirm", "confirm_pending"]],
         required_if=[["confirm_pending", True, ["host"]]],
         supports_check_mode=True,
     )
     params = module.params
+    if params["confirm"] is not None and params["confirm_pending"]:
+        module.fail_json(msg="confirm and confirm_pending=true: one loads, the other confirms.")
     if params["confirm"] is not None and not 1 <= params["confirm"] <= 3600:
         module.fail_json(msg="confirm: %d is not 1 to 3600 seconds." % params["confirm"])
     if params["state"] == "present" and not params["confirm_pending"]:

@@ -115,14 +115,15 @@ class Fleet:
         wrappers = self.tmp / "interpreters"
         wrappers.mkdir()
         inventory: dict[str, Any] = {"fleet": {"hosts": {}}, "clients": {"hosts": {}}}
-        for name, topology in self.topologies.items():
+        for number, (name, topology) in enumerate(self.topologies.items(), start=1):
             host_vars = {
                 "ansible_connection": "local",
                 "ansible_python_interpreter": str(
                     self._wrapper(wrappers / name, topology.ns["host"], self.state(name))
                 ),
-                "health_check_from": f"{name}-client",
-                "health_check_address": topology.host_address(4),
+                # The example playbook's health check: forward 808N from this host's client.
+                "nftfwd_health_check": {"host": topology.host_address(4), "port": 8080 + number},
+                "nftfwd_health_check_from": f"{name}-client",
             }
             inventory["fleet"]["hosts"][name] = host_vars
             inventory["clients"]["hosts"][f"{name}-client"] = {

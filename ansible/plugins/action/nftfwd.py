@@ -74,7 +74,7 @@ class ActionModule(ActionBase):
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp  # unused since ansible-core 2.4
-        _, args = self.validate_argument_spec(argument_spec=OPTIONS)
+        dummy, args = self.validate_argument_spec(argument_spec=OPTIONS)
         args = {name: value for name, value in args.items() if value is not None}
         present = args["state"] == "present"
         confirming = args["confirm_pending"]

@@ -31,7 +31,7 @@ description:
     C($NFTFWD_STATE_DIR) when the task's environment sets it.
 version_added_collection: nftfwd.fleet
 author:
-  - nftfwd contributors
+  - nftfwd contributors (!UNKNOWN)
 options:
   src:
     description:
@@ -96,6 +96,7 @@ attributes:
     description: The forwards removed (before) and added (after), and changed rules.
   action:
     support: full
+    description: An action plugin checks the model on the controller and sends it.
 notes:
   - Needs root on the host (C(become)); the host needs nftfwd installed (the role
     nftfwd.fleet.install does that) and the controller needs the C(nftfwd) command.
@@ -257,7 +258,7 @@ class Nftfwd:
 
 
 def plan_of(nftfwd, model, host):
-    _, document = nftfwd.json(
+    dummy, document = nftfwd.json(
         "nftfwd diff", "diff", model, "--host", host, "--format", "json", same=0, changes=1
     )
     return document["hosts"][0]

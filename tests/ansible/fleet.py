@@ -73,8 +73,13 @@ class Run:
     """One ansible-playbook run: its exit code, its output, and what Ansible reported."""
 
     code: int
-    output: str
+    stdout: str
+    stderr: str
     records: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
 
     @property
     def recap(self) -> dict[str, dict[str, int]]:
@@ -123,16 +128,16 @@ class Fleet:
                 ),
                 # The example playbook's health check: forward 808N from this host's client.
                 "nftfwd_health_check": {"host": topology.host_address(4), "port": 8080 + number},
-                "nftfwd_health_check_from": f"{name}-client",
+                "nftfwd_health_check_from": f"client{number}",
             }
             inventory["fleet"]["hosts"][name] = host_vars
-            inventory["clients"]["hosts"][f"{name}-client"] = {
+            inventory["clients"]["hosts"][f"client{number}"] = {
                 "ansible_connection": "local",
                 "ansible_python_interpreter": str(
                     self._wrapper(
-                        wrappers / f"{name}-client",
+                        wrappers / f"client{number}",
                         topology.ns["client0"],
-                        self.tmp / f"{name}-client-state",
+                        self.tmp / f"client{number}-state",
                     )
                 ),
             }
@@ -212,7 +217,7 @@ class Fleet:
         records = []
         if record.exists():
             records = [json.loads(line) for line in record.read_text().splitlines()]
-        return Run(done.returncode, done.stdout + done.stderr, records)
+        return Run(done.returncode, done.stdout, done.stderr, records)
 
 
 @contextlib.contextmanager

@@ -1,19 +1,31 @@
-"""The collection's example playbook, nftfwd.fleet.rollout, on three hypervisors: one host
-at a time, a health check through one forward of each, and the first host that fails
-is rolled back by its guard and stops the rollout."""
+"""The collection's example playbook, nftfwd.fleet.rollout, on three hypervisors, after a
+model change (kvm2 loses its forward 2202, kvm3 gains a UDP forward 9003):
+
+- its check run changes nothing, reports kvm2 and kvm3, and prints README's block ("Fleets
+  with Ansible") line for line (`pytest tests/ansible/test_fleet_rollout.py
+  --update-readme` rewrites that block from the real output; review with git diff);
+- the rollout goes one host at a time: kvm1 (nothing to change) passes its health check,
+  kvm2's guest does not answer, so kvm2 is rolled back by its guard and the rollout stops
+  before kvm3.
+"""
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
-from fleet import COLLECTION, HOSTS, PLAYBOOKS, Fleet, fleet, fleet_model, write_model
+from fleet import COLLECTION, HOSTS, PLAYBOOKS, REPO, Fleet, fleet, fleet_model, write_model
 
 pytestmark = pytest.mark.kernel
 
 ROLLOUT = COLLECTION / "playbooks" / "rollout.yml"
+README = REPO / "README.md"
+FIRST_LINE = "PLAY [Roll the nftfwd model out, one hypervisor at a time] "
+BLOCK = re.compile(r"^```\n(" + re.escape(FIRST_LINE) + r".*?)^```\n", re.M | re.S)
 
 
 @pytest.fixture
@@ -22,25 +34,49 @@ def hosts(tmp_path: Path) -> Iterator[Fleet]:
         yield made
 
 
-def test_the_rollout_stops_at_the_first_failed_host_and_rolls_it_back(
-    hosts: Fleet, tmp_path: Path
+def changed_model() -> dict[str, Any]:
+    changed = copy.deepcopy(fleet_model())
+    guests = {name: changed["hosts"][name]["bridges"]["br0"]["guests"] for name in HOSTS}
+    web2 = guests["kvm2"]["web2"]
+    web2["forwards"] = [f for f in web2["forwards"] if f["port"] != 2202]
+    guests["kvm3"]["web3"]["forwards"].append({"port": 9003, "to": 9000, "proto": "udp"})
+    return changed
+
+
+def _readme_block(real: str, update: bool) -> None:
+    text = README.read_text()
+    found = BLOCK.search(text)
+    assert found is not None, f"README has no block starting {FIRST_LINE!r}"
+    if update:
+        README.write_text(text[: found.start(1)] + real + text[found.end(1) :])
+        return
+    assert found.group(1) == real
+    # and the example playbook README shows is the collection's, byte for byte
+    assert "```yaml\n" + ROLLOUT.read_text() + "```\n" in text
+
+
+def test_the_check_run_and_the_rollout_that_stops_at_the_first_failed_host(
+    hosts: Fleet, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    first = fleet_model()
-    model = write_model(tmp_path / "fleet.yaml", first)
+    model = write_model(tmp_path / "fleet.yaml", fleet_model())
     run = hosts.play(PLAYBOOKS / "apply.yml", model=str(model))
     assert run.code == 0, run.output
     before = hosts.rulesets()
-    second = copy.deepcopy(first)
-    for number, name in enumerate(HOSTS, start=1):
-        guest = second["hosts"][name]["bridges"]["br0"]["guests"][f"web{number}"]
-        guest["forwards"].append({"port": 9000 + number, "to": 9000})
-    write_model(model, second)
-    # kvm1's and kvm3's guests answer on port 80 (their forward 808N); kvm2's does not.
-    for name in ("kvm1", "kvm3"):
-        number = HOSTS.index(name) + 1
-        hosts.topologies[name].serve(f"web{number}", [80])
+    write_model(model, changed_model())
 
-    seconds = 15
+    # The check run README shows: -e nftfwd_model=fleet.yaml, relative to the current
+    # directory (the fleet's runs start in tmp_path).
+    check = hosts.play(
+        ROLLOUT, "--check", "--diff", nftfwd_model="fleet.yaml", nftfwd_hosts="fleet"
+    )
+    assert check.code == 0, check.output
+    assert check.changed_hosts() == {"kvm2", "kvm3"}
+    assert hosts.rulesets() == before
+    _readme_block(check.stdout.lstrip("\n"), bool(request.config.getoption("--update-readme")))
+
+    # kvm1's guest answers on port 80 (its forward 8081); kvm2's does not.
+    hosts.topologies["kvm1"].serve("web1", [80])
+    seconds = 12
     run = hosts.play(
         ROLLOUT,
         nftfwd_model=str(model),
@@ -51,13 +87,13 @@ def test_the_rollout_stops_at_the_first_failed_host_and_rolls_it_back(
     assert run.code != 0, run.output
     assert run.failed_hosts() == {"kvm2"}
     assert set(run.recap) == {"kvm1", "kvm2"}  # kvm3 never played
-    kept = run.results("Keep the new forwards")
-    assert kept["kvm1"]["changed"] is True and "kvm2" not in kept
+    loaded = run.results("Load this host's forwards, rolled back unless confirmed")
+    assert loaded["kvm1"]["changed"] is False and loaded["kvm2"]["pending_confirmation"]
+    assert run.results("Connect to one forward of this host")["kvm1"]["outcome"] == "ok"
+    assert "kvm2" not in run.results("Keep the new forwards")
     assert run.results("Show that this host is back on its previous rules")["kvm2"]["changed"]
-    stop = run.results("Stop the rollout")["kvm2"]
-    assert "its new rules were rolled back; no further host is touched." in stop["msg"]
-
+    stop = run.results("Stop the rollout")["kvm2"]["msg"]
+    assert stop.startswith("kvm2 failed (Timeout when waiting for ")
+    assert stop.endswith("; its new rules were rolled back; no further host is touched.")
     now = hosts.rulesets()
-    assert "9001" in now["kvm1"]  # checked and confirmed: kept
-    assert now["kvm2"] == before["kvm2"]  # failed its check: rolled back, byte for byte
-    assert now["kvm3"] == before["kvm3"]  # never touched
+    assert now == before  # kvm2 rolled back byte for byte, kvm3 never touched

@@ -3,14 +3,15 @@ whole port range, dual-stack, TCP and UDP (issue 12: under 10 s).
 
     sudo .venv/bin/python bench/conntrack_cleanup.py [--flows 4000] [--others 1000]
 
-In a network namespace it makes and removes: loads one guest with the forward
-"1-65535" (tcp and udp, IPv4 and IPv6; 262,140 map elements), tracks --flows
-connections through it (spread over the four family/protocol pairs and the whole range)
-and --others to another guest, then loads the model without the forward and reads the
-cleanup's own time from `load`'s line `closed N tracked connections ... (S s)`. It
-checks that exactly the flows of the forward went and the others stayed, and times the
-old way too (one `conntrack -D` per port, family and protocol) on a sample of ports,
-for the extrapolated figure it replaced. Writes bench/results/conntrack-latest.json.
+In the host namespace of the test harness's topology (tests/harness; made and removed
+here): loads one guest with the forward "1-65535" (tcp and udp, IPv4 and IPv6; 262,140
+map elements), tracks --flows connections through it (spread over the four
+family/protocol pairs and the whole range) and --others to another guest, then loads the
+model without the forward and reads the cleanup's own time from `load`'s line `closed N
+tracked connections ... (S s)`. It checks that exactly the flows of the forward went and
+the others stayed, and times the old way too (one `conntrack -D` per port, family and
+protocol) on a sample of ports, for the extrapolated figure it replaced. Writes
+bench/results/conntrack-latest.json.
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import yaml
+
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "tests"))
+from harness import Topology  # noqa: E402
+
 NFTFWD = str(Path(sys.executable).parent / "nftfwd")
 TARGET_S = 10.0
 MODEL = """\
@@ -102,14 +108,17 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0 or shutil.which("conntrack") is None:
         raise SystemExit("needs root and `conntrack` (apt-get install conntrack)")
-    ns = f"nfbench-ct-{os.getpid()}"
     work = Path(tempfile.mkdtemp(prefix="nftfwd-bench-ct-"))
     state = work / "state"
-    subprocess.run(["ip", "netns", "add", ns], check=True)
+    full, empty = work / "full.yaml", work / "empty.yaml"
+    full.write_text(MODEL.format(forwards=FULL_RANGE % args.last_port))
+    empty.write_text(MODEL.format(forwards=""))
+    # The host as the kernel tests build it (tests/harness): the connections are
+    # written into its conntrack table, so no packet needs to pass.
+    topo = Topology(yaml.safe_load(empty.read_text()), "bench")
     try:
-        full, empty = work / "full.yaml", work / "empty.yaml"
-        full.write_text(MODEL.format(forwards=FULL_RANGE % args.last_port))
-        empty.write_text(MODEL.format(forwards=""))
+        topo.start()
+        ns = topo.ns["host"]
         load_s, _ = run(ns, [NFTFWD, "load", str(full), "--atomic", "--yes"], state)
         elements = 4 * args.last_port
         print(f"loaded the 1-{args.last_port} forward ({elements:,} elements) in {load_s:.1f} s")
@@ -157,7 +166,7 @@ def main() -> int:
         (out / "conntrack-latest.json").write_text(json.dumps(result, indent=2) + "\n")
         return 0 if result["pass"] else 1
     finally:
-        subprocess.run(["ip", "netns", "del", ns], check=False)
+        topo.close()
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -1,7 +1,7 @@
 """Models with N forwards for the benchmark (standard library only).
 
-One host ``bench`` with one uplink ``up0`` and one guest-facing interface ``br0``
-(10.0.0.0/16, the host's gateway 10.0.0.1). Forward i (0-based) belongs to guest
+One host ``bench`` with one uplink ``up0`` and one bridge ``br0`` (10.0.0.0/16, the
+host's gateway 10.0.0.1). Forward i (0-based) belongs to guest
 ``g<i>`` at 10.0.0.0 + 2 + i and sends host TCP port 10000 + i to the guest's port 80,
 so a model with N forwards has N guests (the "10-guest model" is N = 10).
 
@@ -12,7 +12,9 @@ guest port 80 -> 81): the "one-forward change" of a loaded host.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 HOST = "bench"
 UPLINK = "up0"
@@ -76,6 +78,16 @@ def model_yaml(n: int, changed: bool = False) -> str:
             f"              - {{port: {f.port}, to: {f.to}}}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def topology_model(guests: Sequence[Forward]) -> dict[str, Any]:
+    """The benchmark host for the test harness's Topology, with only the given guests:
+    a packet-path run needs the namespace of the guest it connects to, not N of them."""
+    bridge = {
+        "subnet": str(SUBNET),
+        "guests": {f.guest: {"address": str(f.address)} for f in guests},
+    }
+    return {"hosts": {HOST: {"uplinks": [UPLINK], "bridges": {BRIDGE: bridge}}}}
 
 
 def per_rule_ruleset(n: int, table: str = "perrule") -> str:

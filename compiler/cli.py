@@ -1,7 +1,8 @@
 """The command line: parses arguments, calls one command's orchestration, sets the exit code.
 
-Imports happen inside the commands, so `build` never loads libnftables (tests/test_layers.py
-checks it, and that nothing here touches the host but through orchestration).
+Imports happen inside the commands, so `build` never loads libnftables
+(tests/packaging/test_layers.py checks it, and that nothing here touches the host but
+through orchestration).
 """
 
 from __future__ import annotations

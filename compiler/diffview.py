@@ -1,5 +1,6 @@
-"""How a plan is shown: plain stable text for scripts, colour for a terminal (Markdown
-for a pull request: markdown.py; JSON: plan_json.py)."""
+"""How a plan is shown as text: plain and stable for scripts, coloured on a terminal.
+
+Markdown for a pull request is markdown.py's; JSON is plan_json.py's."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Found by asking the parser itself: every word in nft(8), libnftables-json(5) and the
 strings of libnftables was tried as `add table inet WORD` (dry run); these failed.
-tests/test_keywords.py checks the list against the installed nft.
+semantic refuses each as the `table:` name (tests/data/bad/table-reserved.yaml).
 """
 
 from __future__ import annotations

@@ -14,8 +14,10 @@ chain accepting (= leaving nftfwd's nat chain without DNAT) any other client.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_network
 from itertools import chain
+from typing import Literal
 
 from nftfwd.claims import Claim, Reach, host_reaches
 from nftfwd.ir import (
@@ -64,8 +66,46 @@ NFPROTO = {"ip": Symbol("ipv4"), "ip6": Symbol("ipv6")}
 ANY, AT = "any", "at"  # listening on any host address, or at one named address
 
 
-def map_name(what: str, family: Family, where: str | None = None) -> str:
+def map_name(what: Holds, family: Family, where: str | None = None) -> str:
     return f"{what}_{where}{SUFFIX[family]}" if where else f"{what}{SUFFIX[family]}"
+
+
+# What a map (or set) of nftfwd's table holds. The keys of the forward maps are
+# `protocol . port` (where ANY) or `host address . protocol . port` (where AT);
+# dnat_addr: key -> guest address; dnat_port: the same keys -> guest port; sources: the
+# same keys -> a jump to the chain that lets only the forward's clients through; snat (a
+# set): guest address . protocol . guest port reached from the bridge address.
+Holds = Literal["dnat_addr", "dnat_port", "sources", "snat"]
+
+
+@dataclass(frozen=True)
+class MapOf:
+    """One named map or set of nftfwd's table: its name, and what it holds."""
+
+    name: str
+    family: Family
+    holds: Holds
+    where: str | None  # AT or ANY for the forward maps, None for snat
+
+
+_WHERES: tuple[tuple[Holds, tuple[str | None, ...]], ...] = (
+    ("dnat_addr", (AT, ANY)),
+    ("dnat_port", (AT, ANY)),
+    ("sources", (AT, ANY)),
+    ("snat", (None,)),
+)
+# Every map and set a table of nftfwd may hold: the names plan and diff read.
+MAPS: tuple[MapOf, ...] = tuple(
+    MapOf(map_name(holds, family, where), family, holds, where)
+    for family in FAMILIES
+    for holds, wheres in _WHERES
+    for where in wheres
+)
+
+
+def map_of(holds: Holds, family: Family, where: str | None = None) -> MapOf:
+    (found,) = (m for m in MAPS if (m.holds, m.family, m.where) == (holds, family, where))
+    return found
 
 
 def lower_host(table: str, host: Host) -> Table:

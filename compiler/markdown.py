@@ -1,5 +1,6 @@
-"""`nftfwd diff --format markdown`: a review block for a pull request. Per host that
-changes: its changed forwards as a Mermaid flowchart (GitHub and GitLab draw it), the
+"""`nftfwd diff --format markdown`: a review block for a pull request.
+
+Per host that changes: its changed forwards as a Mermaid flowchart (GitHub and GitLab draw it), the
 same as a table, then the rules and elements as a diff."""
 
 from __future__ import annotations

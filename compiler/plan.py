@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import difflib
 import json
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Literal, NamedTuple
+
+from nftfwd.lower import ANY, AT, map_of
+from nftfwd.model import FAMILIES
+from nftfwd.nftjson import (
+    Document,
+    Element,
+    Rule,
+    element_json,
+    element_text,
+    expr_text,
+    read_element,
+    set_items,
+    verdict,
+)
 
 Change = Literal["+", "-", "~"]
 
@@ -62,56 +75,46 @@ class ForwardChange:
         return target.port, target.port + (self.last_port - self.key.port) * step
 
 
-def forwards_of(json_objects: Iterable[Any], table: str) -> dict[ForwardKey, Target]:
-    """Forward entries, one per host port, from a table's maps and its `sources` chains,
-    given as `{"map": ...}` (the kernel's listing) or `{"add": {"map": ...}}` (a batch)."""
-    maps: dict[str, list[Any]] = {}
-    allowed: dict[str, str] = {}  # allow chain -> the clients it lets through
-    for obj in json_objects:
-        body = obj.get("add", obj) if isinstance(obj, dict) else None
-        if not isinstance(body, dict):
-            continue
-        if "map" in body and body["map"].get("table") == table:
-            maps[body["map"]["name"]] = body["map"].get("elem", [])
-        elif "rule" in body and body["rule"].get("table") == table:
-            rule = body["rule"]
-            if rule.get("chain", "").startswith("allow"):
-                allowed[rule["chain"]] = _clients(rule["expr"][0]["match"]["right"])
+def forwards_of(listed: Document, table: str) -> dict[ForwardKey, Target]:
+    """Forward entries, one per host port, from a table's maps and the chains its
+    `sources` maps jump to, in the kernel's listing or in a batch (nftjson reads both)."""
+    document = listed.of_table(table)
+    maps = {named.name: named.elements for named in document.sets}
+    first_rule: dict[str, Rule] = {}
+    for rule in document.rules:
+        first_rule.setdefault(rule.chain, rule)
     entries: dict[ForwardKey, Target] = {}
-    for family, suffix in (("ip", "4"), ("ip6", "6")):
-        for where in ("at", "any"):
+    for family in FAMILIES:
+        for where in (AT, ANY):
             guards = {
-                _key_parts(key): allowed.get(verdict["jump"]["target"], "?")
-                for key, verdict in maps.get(f"sources_{where}{suffix}", [])
+                _key_parts(element): _clients(first_rule.get(str(jump[1])))
+                for element in maps.get(map_of("sources", family, where).name, ())
+                if (jump := verdict(element.data)) is not None
             }
             ports = {
-                _key_parts(key): int(port)
-                for key, port in maps.get(f"dnat_port_{where}{suffix}", [])
+                _key_parts(element): int(element.data)
+                for element in maps.get(map_of("dnat_port", family, where).name, ())
             }
-            for key, address in maps.get(f"dnat_addr_{where}{suffix}", []):
-                parts = _key_parts(key)
+            for element in maps.get(map_of("dnat_addr", family, where).name, ()):
+                parts = _key_parts(element)
                 listen, proto, port = parts
                 forward = ForwardKey(family, proto, port, listen, guards.get(parts, "any"))
-                entries[forward] = Target(str(address), ports.get(parts, port))
+                entries[forward] = Target(str(element.data), ports.get(parts, port))
     return entries
 
 
-def _key_parts(key: Any) -> tuple[str, str, int]:
-    """(host address or "any", protocol, port) of a map key."""
-    parts = key["concat"]
+def _key_parts(element: Element) -> tuple[str, str, int]:
+    """(host address or "any", protocol, port) of a forward map's key."""
+    parts = element.parts
     listen = str(parts[0]) if len(parts) == 3 else "any"
     return listen, str(parts[-2]), int(parts[-1])
 
 
-def _clients(right: Any) -> str:
-    items = right["set"] if isinstance(right, dict) and "set" in right else [right]
-    return ", ".join(_prefix(item) for item in items)
-
-
-def _prefix(value: Any) -> str:
-    if isinstance(value, dict) and "prefix" in value:
-        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
-    return str(value)
+def _clients(allow: Rule | None) -> str:
+    """The clients an allow chain's rule lets through (`saddr != { ... } accept`)."""
+    if allow is None or not allow.matches():
+        return "?"
+    return ", ".join(expr_text(item) for item in set_items(allow.matches()[0].right))
 
 
 def compare(old: dict[ForwardKey, Target], new: dict[ForwardKey, Target]) -> list[ForwardChange]:
@@ -188,21 +191,15 @@ class ElementChange(NamedTuple):
         return _text(self.encoded)
 
 
-def elements_of(json_objects: Iterable[Any], table: str) -> dict[str, frozenset[str]]:
-    """The elements of each named set and map of `table`, by name, each as JSON with
+def elements_of(listed: Document, table: str) -> dict[str, frozenset[str]]:
+    """The elements of each named set and map of `table`, by name, each as its JSON with
     sorted keys, from the kernel's listing or from a batch (see forwards_of)."""
-    found: dict[str, frozenset[str]] = {}
-    for obj in json_objects:
-        body = obj.get("add", obj) if isinstance(obj, dict) else None
-        if not isinstance(body, dict):
-            continue
-        for kind in ("set", "map"):
-            named = body.get(kind)
-            if isinstance(named, dict) and named.get("table") == table:
-                found[named["name"]] = frozenset(
-                    json.dumps(element, sort_keys=True) for element in named.get("elem", [])
-                )
-    return found
+    return {
+        named.name: frozenset(
+            json.dumps(element_json(element), sort_keys=True) for element in named.elements
+        )
+        for named in listed.of_table(table).sets
+    }
 
 
 def compare_elements(
@@ -217,26 +214,5 @@ def compare_elements(
 
 
 def _text(encoded: str) -> str:
-    """One element of a set (a value) or a map (a [key, data] pair) in nft's syntax."""
-    element = json.loads(encoded)
-    if isinstance(element, list) and len(element) == 2:
-        return f"{_value_text(element[0])} : {_value_text(element[1])}"
-    return _value_text(element)
-
-
-def _value_text(value: Any) -> str:
-    if not isinstance(value, dict):
-        return str(value)
-    if "concat" in value:
-        return " . ".join(_value_text(part) for part in value["concat"])
-    if "prefix" in value:
-        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
-    if "range" in value:
-        return "-".join(_value_text(end) for end in value["range"])
-    if "elem" in value:
-        return _value_text(value["elem"]["val"])
-    if len(value) == 1:  # a verdict: {"accept": null} or {"jump": {"target": "allow4_0"}}
-        ((verdict, target),) = value.items()
-        if target is None or (isinstance(target, dict) and "target" in target):
-            return verdict if target is None else f"{verdict} {target['target']}"
-    return json.dumps(value, sort_keys=True)
+    """One element of a set (a value) or a map (a `key : data` pair) in nft's syntax."""
+    return element_text(read_element(json.loads(encoded)))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
-from typing import Any
 
 from nftfwd.ir import (
     REPLACE_TABLE,
@@ -36,8 +35,9 @@ from nftfwd.ir import (
     load_order,
 )
 from nftfwd.model import PortRange
+from nftfwd.nftjson import Expr
 
-Json = Any
+Json = Expr  # libnftables JSON: what nftjson reads back
 
 
 def render_json(table: Table) -> str:

@@ -13,6 +13,7 @@ from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.errors import NftfwdError, echo
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
+from nftfwd.nftjson import read_objects
 from nftfwd.plan import (
     ForwardKey,
     Target,
@@ -52,7 +53,8 @@ def _side(model: Model, host: Host | None) -> Side:
     table = lower_host(model.table, host)
     commands = batch(table)["nftables"]
     bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
-    return render_nft(bare), forwards_of(commands, model.table), elements_of(commands, model.table)
+    listed = read_objects(commands)
+    return render_nft(bare), forwards_of(listed, model.table), elements_of(listed, model.table)
 
 
 def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]:

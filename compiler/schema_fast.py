@@ -3,7 +3,7 @@
 `validate_shape` asks this first. Only when it answers no does jsonschema, which stays the
 authority, run to find and explain the problems; if jsonschema then finds none, the data
 is valid. So this check may wrongly say no (that only costs the time of asking
-jsonschema) but must never say yes to data jsonschema rejects: tests/test_schema_fast.py
+jsonschema) but must never say yes to data jsonschema rejects: tests/source/test_schema_fast.py
 holds it to agreeing with jsonschema on every model the tests know and on hundreds of
 mutated ones.
 

@@ -269,7 +269,8 @@ def _reader_location(text: str, position: int, file: str) -> Location:
 # The data is built straight from libyaml's event stream. Composing a node tree first
 # (yaml.compose) and constructing every scalar through PyYAML's resolver and constructor
 # cost several times what parsing does. The result is the same, value for value and
-# error for error: tests/test_source_speed_equivalence.py holds the old code as oracle.
+# error for error: tests/source/test_source_speed_equivalence.py holds the old code as
+# oracle.
 
 _NODE_STARTS = (ScalarEvent, MappingStartEvent, SequenceStartEvent)
 _STR_TAG = "tag:yaml.org,2002:str"

@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
+# Test files live one folder per stage below tests/; their inputs all live here.
+TEST_DATA = REPO / "tests" / "data"
 EXAMPLES = REPO / "examples"
 # The scenario models (copies of real setups) live in the repository: tests read nothing
 # outside it.
@@ -32,7 +34,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption(
         "--update-readme",
         action="store_true",
-        help="rewrite README's transcripts from the real output (tests/test_readme.py)",
+        help="rewrite README's transcripts from the real output (tests/packaging/test_readme.py)",
     )
 
 

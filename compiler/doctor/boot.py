@@ -1,4 +1,4 @@
-"""Does nftfwd's table survive what nftables.service does with /etc/nftables.conf?
+"""Whether nftfwd's table survives what nftables.service does with /etc/nftables.conf.
 
 Debian's /etc/nftables.conf starts with `flush ruleset`, which deletes every table, and
 nftables.service runs it at start, restart and reload (`nft -f /etc/nftables.conf`).

@@ -4,9 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from ipaddress import ip_network
 from typing import Literal
 
+from nftfwd.ir import Ct, Flags, IfName, Match, Meta, Payload, Rule, Statement, Symbol, Verdict
 from nftfwd.libvirt import open_mode_steps
+from nftfwd.model import PortRange
+from nftfwd.nft_text import rule_text
 
 # error: a forward fails now, or will after the next boot; warning: a risk that depends
 # on what an admin does later; note: worth knowing, nothing fails. Only errors fail
@@ -86,20 +90,28 @@ class AcceptSpec:
 
 
 def nft_rule(spec: AcceptSpec) -> str:
-    """The spec as an nft rule body."""
-    words = [f'iifname "{spec.iif}"'] if spec.iif else []
+    """The spec as an nft rule body, written by the renderer of nftfwd's own rules."""
+    statements: list[Statement] = [Match(Meta("iifname"), IfName(spec.iif))] if spec.iif else []
     if spec.oif:
-        words.append(f'oifname "{spec.oif}"')
-    words.append(
-        {
-            "dnat": "ct status dnat",
-            "saddr": f"{spec.family} saddr {spec.net}",
-            "daddr-reply": f"{spec.family} daddr {spec.net} ct state established,related",
-            "established": "ct state established,related",
-            "dport": f"meta l4proto {spec.proto} th dport {spec.port}",
-        }.get(spec.match, "")
-    )
-    return " ".join(w for w in [*words, "accept"] if w)
+        statements.append(Match(Meta("oifname"), IfName(spec.oif)))
+    if spec.match == "dnat":
+        statements.append(Match(Ct("status"), Symbol("dnat")))
+    elif spec.match == "saddr":
+        statements.append(Match(Payload(spec.family, "saddr"), ip_network(spec.net)))
+    elif spec.match == "daddr-reply":
+        statements += [Match(Payload(spec.family, "daddr"), ip_network(spec.net)), ESTABLISHED]
+    elif spec.match == "established":
+        statements.append(ESTABLISHED)
+    elif spec.match == "dport":
+        first, _, last = spec.port.partition("-")
+        statements += [
+            Match(Meta("l4proto"), Symbol(spec.proto)),
+            Match(Payload("th", "dport"), PortRange(int(first), int(last or first))),
+        ]
+    return rule_text(Rule((*statements, Verdict("accept")), ""))
+
+
+ESTABLISHED = Match(Ct("state"), Flags(("established", "related")))
 
 
 def iptables_rule(spec: AcceptSpec) -> str:

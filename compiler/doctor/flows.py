@@ -1,6 +1,8 @@
-"""The traffic nftfwd produces for a host, described as flows: DNATed connections from
-each uplink to each guest, guests' outbound connections, hairpin, the replies; and how
-a base chain on a given hook and priority sees each of them.
+"""The traffic nftfwd produces for a host, as flows, and how a base chain sees each.
+
+The flows: DNATed connections from each uplink to each guest, guests' outbound
+connections, hairpin, the replies; each as a base chain on a given hook and priority
+sees it.
 
 Unspecified clients, destinations, protocols and ports stand for arbitrary traffic: a
 rule naming particular ones does not match them, a rule naming all does.

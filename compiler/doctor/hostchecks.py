@@ -1,6 +1,7 @@
-"""What doctor concludes from the live host's state: sysctls, links, neighbours,
-listeners, /etc/nftables.conf (boot.py). Pure: every check is a function of a HostState,
-which nftfwd.kernel.hoststate reads from the host (tests build one by hand or from
+"""What doctor concludes from the live host's state, each check a function of a HostState.
+
+The state: sysctls, links, neighbours, listeners, /etc/nftables.conf (boot.py). Pure:
+nftfwd.kernel.hoststate reads it from the host (tests build one by hand or from
 fixtures)."""
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ from nftfwd.doctor.flows import HOST_ADDRESS, Addr, Packet
 from nftfwd.doctor.listing import L4, Json, Ruleset
 from nftfwd.doctor.tri import Tri, t_and, t_any, t_every, t_not
 from nftfwd.model import IPNetwork, PortRange
+from nftfwd.nftjson import read_element, tagged
 
 MAX_ATOMS = 4096  # a concatenation with more combinations of values is judged "maybe"
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 58: "ipv6-icmp", 132: "sctp"}
@@ -151,30 +152,21 @@ class Judge:
 
     def elements(self, right: Json) -> list[Json] | None:
         if isinstance(right, str) and right.startswith("@"):
-            found = self.rs.sets.get((self.family, self.table, right[1:]))
-            items: list[Json] | None = found
-        elif isinstance(right, dict) and "set" in right:
+            named = self.rs.sets.get((self.family, self.table, right[1:]))
+            return None if named is None else [element.key for element in named.elements]
+        if isinstance(right, dict) and "set" in right:
             items = right["set"] if isinstance(right["set"], list) else [right["set"]]
         else:
             items = right if isinstance(right, list) else [right]
-        if items is None:
-            return None
-        out = []
-        for item in items:
-            if isinstance(item, list) and len(item) == 2:  # a map's [key, data]
-                item = item[0]
-            if isinstance(item, dict) and isinstance(item.get("elem"), dict):
-                item = item["elem"].get("val")
-            out.append(item)
-        return out
+        return [read_element(item).key for item in items]  # an anonymous map's: its keys
 
     def attribute(self, left: Json) -> tuple[list[Any], Test, Dep] | None:
         """The packet's possible values for an expression, how to test one against an
         element, and whether the expression exists for it (tcp dport needs tcp)."""
         pkt = self.pkt
-        if not isinstance(left, dict) or len(left) != 1:
+        if (found := tagged(left)) is None:
             return None
-        kind, val = next(iter(left.items()))
+        kind, val = found
         protos: list[str | None] = list(pkt.protos) if pkt.protos is not None else [None]
         if kind == "meta" and isinstance(val, dict):
             key = val.get("key")

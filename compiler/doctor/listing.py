@@ -10,9 +10,11 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from nftfwd import nftjson
 from nftfwd.errors import NftfwdError
+from nftfwd.nftjson import Expr, NamedSet, NotNftJson, Table, read_document, rule_text
 
-Json = Any
+Json = Expr  # a libnftables JSON expression, as rules hold them
 L4 = {"tcp", "udp", "sctp", "dccp", "udplite"}
 
 
@@ -47,51 +49,39 @@ class Chain:
 class Ruleset:
     tables: set[tuple[str, str]]
     chains: dict[tuple[str, str, str], Chain]
-    sets: dict[tuple[str, str, str], list[Json]]
+    sets: dict[tuple[str, str, str], NamedSet]
     owned: set[tuple[str, str]] = field(default_factory=set)  # `flags owner` (text only)
     # What the walks work out once and look up for every further flow (judge.py, walk.py).
     # Keys may hold the id() of JSON in this ruleset: the memo lives no longer than it.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-def _int(value: Json, default: int) -> int:
-    return value if isinstance(value, int) and not isinstance(value, bool) else default
-
-
 def index_ruleset(ruleset: Json, text: str | None = None) -> Ruleset:
     """Tables, chains with their rules in order, and sets/maps of `nft -j list ruleset`."""
-    items = ruleset.get("nftables") if isinstance(ruleset, dict) else None
-    if not isinstance(items, list):
-        raise NftfwdError("the ruleset is not the output of `nft -j list ruleset`.")
+    try:
+        document = read_document(ruleset)
+    except NotNftJson:
+        raise NftfwdError("the ruleset is not the output of `nft -j list ruleset`.") from None
     texts = rule_texts(text or "")
     rs = Ruleset(set(), {}, {}, owned_tables(text or ""))
-    for item in items:
-        if not isinstance(item, dict) or len(item) != 1:
-            continue
-        kind, obj = next(iter(item.items()))
-        if not isinstance(obj, dict):
-            continue
-        fam, table = str(obj.get("family", "")), str(obj.get("table", obj.get("name", "")))
-        if kind == "table":
-            rs.tables.add((fam, table))
-        elif kind == "chain":
-            key = (fam, table, str(obj.get("name", "")))
+    for obj in document.objects:
+        if isinstance(obj, Table):
+            rs.tables.add((obj.family, obj.name))
+        elif isinstance(obj, nftjson.Chain):
+            key = (obj.family, obj.table, obj.name)
             chain = rs.chains.setdefault(key, Chain(*key, "", None, 0, "accept"))
-            chain.type, chain.hook = str(obj.get("type", "")), obj.get("hook")
-            chain.prio, chain.policy = _int(obj.get("prio"), 0), str(obj.get("policy", "accept"))
-        elif kind == "rule":
-            key = (fam, table, str(obj.get("chain", "")))
+            chain.type, chain.hook = obj.type, obj.hook
+            chain.prio, chain.policy = obj.priority, obj.policy
+        elif isinstance(obj, nftjson.Rule):
+            key = (obj.family, obj.table, obj.chain)
             chain = rs.chains.setdefault(key, Chain(*key, "", None, 0, "accept"))
-            handle = obj.get("handle") if isinstance(obj.get("handle"), int) else None
-            raw = obj.get("expr")
-            expr: list[Json] = raw if isinstance(raw, list) else []
-            shown = texts.get((*key, handle)) if handle is not None else None
-            chain.rules.append(Rule(len(chain.rules) + 1, handle, expr, shown or render(expr)))
-        elif kind in ("set", "map"):
-            elems = obj.get("elem", [])
-            rs.sets[(fam, table, str(obj.get("name", "")))] = (
-                elems if isinstance(elems, list) else []
+            expr = list(obj.expr)
+            shown = texts.get((*key, obj.handle)) if obj.handle is not None else None
+            chain.rules.append(
+                Rule(len(chain.rules) + 1, obj.handle, expr, shown or rule_text(obj.expr))
             )
+        elif isinstance(obj, NamedSet):
+            rs.sets[(obj.family, obj.table, obj.name)] = obj
     return rs
 
 
@@ -208,49 +198,3 @@ def xt_conditions(name: str, text: str) -> list[Json] | None:
         right, i = _value(tokens, i)
         conds.append({"match": {"op": op, "left": left, "right": right}})
     return conds or None
-
-
-def render(expr: list[Json]) -> str:
-    """A short nft-like rendering of a rule's expressions (when no text listing is given)."""
-    words: list[str] = []
-    for item in expr:
-        if not isinstance(item, dict) or len(item) != 1:
-            continue
-        key, val = next(iter(item.items()))
-        if key == "counter":
-            continue
-        if key == "match" and isinstance(val, dict):
-            op = "" if val.get("op") in ("==", "in", None) else f"{val.get('op')} "
-            left = _render_value(val.get("left"))
-            quote = left in ("iifname", "oifname", "iif", "oif")
-            words.append(f"{left} {op}{_render_value(val.get('right'), quote)}")
-        elif key == "xt" and isinstance(val, dict):
-            words.append(f"xt {val.get('type')} {val.get('name')}")
-        elif key in ("jump", "goto") and isinstance(val, dict):
-            words.append(f"{key} {val.get('target')}")
-        else:
-            words.append(key)
-    return " ".join(words)
-
-
-def _render_value(value: Json, quote: bool = False) -> str:
-    if isinstance(value, dict) and len(value) == 1:
-        key, val = next(iter(value.items()))
-        if key in ("meta", "ct") and isinstance(val, dict):
-            name = str(val.get("key"))
-            return name if name in ("iifname", "oifname", "iif", "oif") else f"{key} {name}"
-        if key == "payload" and isinstance(val, dict):
-            return f"{val.get('protocol')} {val.get('field')}"
-        if key == "prefix" and isinstance(val, dict):
-            return f"{val.get('addr')}/{val.get('len')}"
-        if key == "range" and isinstance(val, list):
-            return "-".join(_render_value(v) for v in val)
-        if key in ("set", "concat") and isinstance(val, list):
-            parts = [_render_value(v, quote) for v in val]
-            return "{ " + ", ".join(parts) + " }" if key == "set" else " . ".join(parts)
-        if key == "fib" and isinstance(val, dict):
-            return f"fib {' . '.join(map(str, val.get('flags', [])))} {val.get('result')}"
-        return str(key)
-    if isinstance(value, list):
-        return ",".join(_render_value(v, quote) for v in value)
-    return f'"{value}"' if quote and isinstance(value, str) else str(value)

@@ -1,4 +1,4 @@
-"""Would another table drop, reject or take over nftfwd's traffic? A pure reading of the ruleset.
+"""Whether another table drops, rejects or takes over nftfwd's traffic (a pure reading).
 
 Input is the parsed `nft -j list ruleset` and, optionally, the text of `nft -a list
 ruleset` (listing.py). The traffic nftfwd produces for a host is described as flows

@@ -1,5 +1,6 @@
-"""doctor's verdict: the host checks and the ruleset analysis together, and how findings
-are printed. Pure: the live host is read by nftfwd.kernel.hoststate."""
+"""doctor's verdict: the host checks and the ruleset analysis together, and their printing.
+
+Pure: the live host is read by nftfwd.kernel.hoststate."""
 
 from __future__ import annotations
 

@@ -71,9 +71,11 @@ def _constants(rs: Ruleset, family: str, table: str) -> Iterator[Json]:
                 if isinstance(node, dict) and isinstance(node.get("xt"), dict):
                     name = str(node["xt"].get("name", ""))
                     yield from _nodes(xt_conditions(name, rule.text))
-    for (fam, tab, _), elems in rs.sets.items():
+    for (fam, tab, _), named in rs.sets.items():
         if (fam, tab) == (family, table):
-            yield from _nodes(elems)
+            for element in named.elements:
+                yield from _nodes(element.key)
+                yield from _nodes(element.data)
 
 
 def cuts(rs: Ruleset, family: str, table: str) -> Cuts:

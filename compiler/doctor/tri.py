@@ -1,5 +1,6 @@
-"""Three-valued logic: a match holds for all of a flow's packets (YES), none (NO), or some
-of them or cannot be judged (MAYBE)."""
+"""Three-valued logic: a match holds for all of a flow's packets (YES), none (NO), or MAYBE.
+
+MAYBE: for some of them, or the match cannot be judged."""
 
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-"""Walking one packet view through a base chain and the chains it jumps to: which drops,
-rejects, NAT statements and policies it reaches, and whether it surely reaches them."""
+"""Walking one packet view through a base chain and the chains it jumps to.
+
+The walk finds which drops, rejects, NAT statements and policies the view reaches, and
+whether it surely reaches them."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from nftfwd.doctor.judge import Judge
 from nftfwd.doctor.listing import Chain, Json, Rule, Ruleset, xt_conditions
 from nftfwd.doctor.shape import shape
 from nftfwd.doctor.tri import Tri, t_and
+from nftfwd.nftjson import Element, read_element, tagged
 
 MAX_DEPTH = 32  # jumps deeper than this are judged "maybe"
 NONTERMINAL_XT = {
@@ -70,6 +73,14 @@ def _once(rs: Ruleset, key: tuple[Any, ...], match: Json) -> Json:
     return rs.memo.setdefault(key, match)
 
 
+def _elements(rs: Ruleset, anonymous: list[Json]) -> tuple[Element, ...]:
+    """An anonymous map's elements, read once: the memo's keys hold their id()."""
+    found: tuple[Element, ...] = rs.memo.setdefault(
+        ("anonymous map", id(anonymous)), tuple(map(read_element, anonymous))
+    )
+    return found
+
+
 class Walk:
     """One packet view through one base chain and the chains it jumps to."""
 
@@ -112,10 +123,10 @@ class Walk:
     def rule(self, chain: Chain, rule: Rule, certain: bool, depth: int) -> tuple[str, bool, bool]:
         m = Tri.YES
         for item in rule.expr:
-            if not isinstance(item, dict) or len(item) != 1:
+            if (found := tagged(item)) is None:
                 m = t_and(m, Tri.MAYBE)
                 continue
-            key, val = next(iter(item.items()))
+            key, val = found
             if key in NOOP_STATEMENTS:
                 continue
             if key == "vmap" and isinstance(val, dict):
@@ -150,19 +161,21 @@ class Walk:
     ) -> tuple[str, bool, bool]:
         data = val.get("data")
         if isinstance(data, str) and data.startswith("@"):
-            entries = self.rs.sets.get((chain.family, chain.table, data[1:]))
+            named = self.rs.sets.get((chain.family, chain.table, data[1:]))
+            entries = None if named is None else named.elements
         else:
-            entries = data.get("set") if isinstance(data, dict) else None
-        if not isinstance(entries, list):
+            anonymous = data.get("set") if isinstance(data, dict) else None
+            entries = _elements(self.rs, anonymous) if isinstance(anonymous, list) else None
+        if entries is None:
             return "continue", False, False
         for entry in entries:
-            if not (isinstance(entry, list) and len(entry) == 2 and isinstance(entry[1], dict)):
+            if not isinstance(entry.data, dict):
                 certain = False
                 continue
-            match = {"op": "==", "left": val.get("key"), "right": entry[0]}
+            match = {"op": "==", "left": val.get("key"), "right": entry.key}
             match = _once(self.rs, ("vmap", id(val), id(entry)), match)
             cond = t_and(m, self.judge.match(match))
-            verdict = _verdict(*next(iter(entry[1].items()))) if len(entry[1]) == 1 else None
+            verdict = None if (found := tagged(entry.data)) is None else _verdict(*found)
             if cond is Tri.NO:
                 continue
             if verdict is None:

@@ -1,8 +1,9 @@
-"""Reading the live host (its current network namespace) for doctor: the ruleset through
-libnftables, sysctls, links, neighbours, listeners, libvirt's networks, /etc/nftables.conf
-and the systemd units of nftables and nftfwd.
+"""Reading the live host (its current network namespace) into the HostState doctor judges.
 
-What is read becomes a HostState (nftfwd.doctor.hostchecks); judging it is pure, and
+What is read: the ruleset through libnftables, sysctls, links, neighbours, listeners,
+libvirt's networks, /etc/nftables.conf and the systemd units of nftables and nftfwd.
+
+HostState is defined in nftfwd.doctor.hostchecks; judging it is pure, and
 nftfwd.kernel.examine puts the two together. Tests give the readers a fake tree
 (sys_root), fake command output (run) and a fake Nft.
 """

@@ -12,6 +12,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from nftfwd.errors import NftfwdError
+from nftfwd.nftjson import name_protocols, read_objects
 
 # Debian's python3-nftables installs the binding here, for the system Python only;
 # a virtual environment made without --system-site-packages can still use it.
@@ -145,25 +146,22 @@ class Nft:
         rules, and no set: listing anything inside a table makes nft 1.0.6 fetch every
         element of that table's sets, and nftfwd's own maps are large."""
         items: list[Any] = [{"table": {"family": f, "name": n}} for f, n in self.tables()]
-        for chain in self._json_items("list chains"):
-            if "chain" not in chain:
-                continue
-            key = {k: chain["chain"].get(k) for k in ("family", "table", "name")}
-            if (key["family"], key["table"]) == outline_only:
-                items.append(chain)
-                continue
-            items += self._listed({"chain": key}, ("chain", "rule"))
+        for raw in self._json_items("list chains"):
+            for chain in read_objects([raw]).chains:
+                key = {"family": chain.family, "table": chain.table, "name": chain.name}
+                if (chain.family, chain.table) == outline_only:
+                    items.append(raw)
+                else:
+                    items += self._listed({"chain": key}, ("chain", "rule"))
         self._ctx.set_terse_output(True)
         try:
             declared = self._json_items("list sets") + self._json_items("list maps")
         finally:
             self._ctx.set_terse_output(False)
-        for item in declared:
-            kind = "map" if "map" in item else "set"
-            body = item[kind]
-            if (body.get("family"), body.get("table")) != outline_only:
-                key = {k: body.get(k) for k in ("family", "table", "name")}
-                items += self._listed({kind: key}, (kind,))
+        for named in read_objects(declared).sets:
+            if (named.family, named.table) != outline_only:
+                key = {"family": named.family, "table": named.table, "name": named.name}
+                items += self._listed({named.kind: key}, (named.kind,))
         return {"nftables": items}
 
     def _listed(self, what: dict[str, Any], kinds: tuple[str, ...]) -> list[Any]:
@@ -243,7 +241,7 @@ class Nft:
                 f"libnftables listed table {family} {name} as invalid JSON ({err})."
             ) from None
         for obj in objects:
-            _name_protocols(obj)
+            name_protocols(obj)
         return objects
 
     def has_table(self, family: str, name: str) -> bool:
@@ -265,31 +263,3 @@ def table_outlines(listing: str) -> dict[tuple[str, str], str]:
         elif line.startswith("table ") and line.split()[3:4] == ["{"]:
             current = [line]  # the header may end in a comment: `{ # progname firewalld`
     return blocks
-
-
-PROTOCOL_NAMES = {6: "tcp", 17: "udp"}  # the protocols nftfwd writes, by number
-
-
-def _name_protocols(obj: dict[str, Any]) -> None:
-    """tcp and udp by name again in the elements of a set or map listed numerically, in
-    the parts of their keys whose type is inet_proto."""
-    kind = "map" if "map" in obj else "set"
-    body = obj.get(kind)
-    if not isinstance(body, dict) or not body.get("elem"):
-        return
-    types = body["type"] if isinstance(body["type"], list) else [body["type"]]
-    where = [i for i, key_type in enumerate(types) if key_type == "inet_proto"]
-    if not where:
-        return
-    named: list[Any] = []
-    for element in body["elem"]:
-        key = element[0] if kind == "map" else element
-        parts = key["concat"] if isinstance(key, dict) and "concat" in key else None
-        if parts is not None and len(parts) == len(types):
-            for i in where:
-                parts[i] = PROTOCOL_NAMES.get(parts[i], parts[i])
-        elif parts is None and len(types) == 1:
-            key = PROTOCOL_NAMES.get(key, key) if isinstance(key, int) else key
-            element = [key, element[1]] if kind == "map" else key
-        named.append(element)
-    body["elem"] = named

@@ -19,7 +19,16 @@ from nftfwd.kernel.libnft import Nft
 from nftfwd.kernel.owner import owned_table_error
 from nftfwd.kernel.sandbox import kernel_outline
 from nftfwd.model import Host
-from nftfwd.plan import compare, compare_elements, elements_of, forwards_of, rules_diff
+from nftfwd.nftjson import add_commands, read_objects
+from nftfwd.plan import (
+    ForwardKey,
+    Target,
+    compare,
+    compare_elements,
+    elements_of,
+    forwards_of,
+    rules_diff,
+)
 from nftfwd.render_json import batch, render_json
 
 Batch = dict[str, list[Any]]
@@ -43,10 +52,11 @@ def read_live(nft: Nft, table: Table) -> LiveTable:
 @dataclass(frozen=True)
 class Compiled:
     """What the live table is compared with: the compiled batch, its outline as the
-    kernel prints it, and the elements of its sets and maps."""
+    kernel prints it, its forwards, and the elements of its sets and maps."""
 
     batch: Batch
     outline: str
+    forwards: dict[ForwardKey, Target]
     elements: dict[str, frozenset[str]]
 
 
@@ -56,22 +66,23 @@ def compiled_side(table: Table) -> Compiled:
     commands = batch(table)
     bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
     outline = kernel_outline(render_json(bare), "json", table.family, table.name)
-    return Compiled(commands, outline, elements_of(commands["nftables"], table.name))
+    listed = read_objects(commands["nftables"])
+    return Compiled(
+        commands, outline, forwards_of(listed, table.name), elements_of(listed, table.name)
+    )
 
 
 def live_diff(host: Host, table: Table, live: LiveTable, compiled: Compiled) -> HostDiff:
     """Forwards from the live maps against the compiled batch (the same element encoding
     as the kernel's listing), the outlines, and every set's elements."""
+    listed = read_objects(live.objects)
     return HostDiff(
         host=host.name,
         table=table.name,
-        forwards=compare(
-            forwards_of(live.objects, table.name),
-            forwards_of(compiled.batch["nftables"], table.name),
-        ),
+        forwards=compare(forwards_of(listed, table.name), compiled.forwards),
         rules=rules_diff(live.outline or "", compiled.outline, "live", "compiled"),
         guest_names=guest_names(host),
-        elements=compare_elements(elements_of(live.objects, table.name), compiled.elements),
+        elements=compare_elements(elements_of(listed, table.name), compiled.elements),
     )
 
 
@@ -84,7 +95,7 @@ def holds(live: LiveTable, compiled: Compiled, table: Table) -> bool:
     """Does the live table hold exactly the compiled one (read back after a load)?"""
     return (
         live.outline == compiled.outline
-        and elements_of(live.objects, table.name) == compiled.elements
+        and elements_of(read_objects(live.objects), table.name) == compiled.elements
     )
 
 
@@ -96,17 +107,11 @@ def batch_file(commands: Batch) -> str:
 
 def restore_batch(table: Table, live: LiveTable) -> Batch:
     """A transaction that puts the table back as `live` holds it (or removes it), in the
-    order the kernel needs: chains before the maps that jump to them, sets and maps before
-    the rules that use them. Handles go: in an `add rule` one names a position."""
+    order the kernel needs (nftjson.add_commands)."""
     ident = {"family": table.family, "name": table.name}
     commands: list[Any] = [
         {"metainfo": {"json_schema_version": 1}},
         {"add": {"table": dict(ident)}},
         {"delete": {"table": dict(ident)}},
     ]
-    rank = {"table": 0, "chain": 1, "set": 3, "map": 3, "rule": 4}  # anything else: 2
-    objects = [o for o in live.objects if isinstance(o, dict) and "metainfo" not in o]
-    for obj in sorted(objects, key=lambda o: rank.get(next(iter(o)), 2)):
-        ((kind, body),) = obj.items()
-        commands.append({"add": {kind: {k: v for k, v in body.items() if k != "handle"}}})
-    return {"nftables": commands}
+    return {"nftables": [*commands, *add_commands(live.objects)]}

@@ -666,13 +666,22 @@ class Topology:
         """
         port_list = sorted(set(ports))
         args = ["--name", name, "--ports", _port_spec(port_list), "--protos", ",".join(protos)]
-        process = self._spawn(ns_key, SERVER, args)
+        return ServerHandle(self.start_script(ns_key, SERVER, args), name, port_list)
+
+    def start_script(
+        self, ns_key: str, script: Path, args: Sequence[str]
+    ) -> subprocess.Popen[bytes]:
+        """Start a standard-library script in ``ns_key`` that prints ``READY`` once it
+        serves; returns when it has (at most READY_TIMEOUT seconds). The topology stops
+        it on close (the benchmark's connection-rate server is one)."""
+        process = self._spawn(ns_key, script, args)
         assert process.stdout is not None
         line = _PipeLines(process.stdout.fileno()).readline(time.monotonic() + READY_TIMEOUT)
         if line != "READY":
             _stop(process)
-            raise HarnessError(f"server {name} in {ns_key} did not start: {line!r}")
-        return ServerHandle(process, name, port_list)
+            what = " ".join([script.name, *args])
+            raise HarnessError(f"{what} in {ns_key} did not start: {line!r}")
+        return process
 
     def serve(
         self, guest: str, ports: Iterable[int], protos: Sequence[str] = ("tcp", "udp")

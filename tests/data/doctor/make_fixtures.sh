@@ -1,8 +1,8 @@
 #!/bin/sh
-# Regenerates the rulesets that tests/test_doctor_ruleset.py reads.
+# Regenerates the rulesets that tests/doctor/test_doctor_ruleset.py reads.
 #
 # Each fixture is captured from a real kernel: the shapes of other tools' rules (the
-# files in setups/, which tests/test_doctor_kernel.py loads too) are loaded, next to
+# files in setups/, which tests/e2e/test_doctor_kernel.py loads too) are loaded, next to
 # nftfwd's own table for scenarios/seed004-ssh-2222.yaml
 # (golden/seed004-ssh-2222.localhost.nft), into a throwaway user and network
 # namespace (`unshare -Urn`, nothing on the host is touched), and the kernel's view
@@ -23,7 +23,7 @@
 #                     the same after running the fix doctor prints for them (the commands
 #                     are in setups/*-fix.sh; the tests check that doctor still prints them)
 #
-# It also captures what tests/test_doctor_host.py feeds the host probes: iproute2's JSON
+# It also captures what tests/doctor/test_doctor_host.py feeds the host probes: iproute2's JSON
 # (`ip -d -j addr`, `ip -j neigh`, `ip -j route show default`, `bridge -j fdb`) and
 # /proc/net/{tcp,tcp6,udp,udp6} of a namespace with bridges, guests' neighbour entries
 # and local listeners, saved as host-*.json and host-proc-net-*.

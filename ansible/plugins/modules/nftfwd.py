@@ -245,11 +245,11 @@ class Nftfwd:
             **extra
         )
 
-    def json(self, what, *args, **codes):
-        """Run a command whose exit codes `codes` (name: rc) are outcomes, not errors;
-        return its exit code and JSON document."""
+    def json(self, what, args, outcomes):
+        """Run a command whose exit codes `outcomes` are results, not errors; return its
+        exit code and JSON document."""
         rc = self.run(*args)
-        if rc not in codes.values():
+        if rc not in outcomes:
             self.fail(what, rc)
         try:
             return rc, json.loads(self.stdout)
@@ -259,7 +259,7 @@ class Nftfwd:
 
 def plan_of(nftfwd, model, host):
     dummy, document = nftfwd.json(
-        "nftfwd diff", "diff", model, "--host", host, "--format", "json", same=0, changes=1
+        "nftfwd diff", ["diff", model, "--host", host, "--format", "json"], (0, 1)
     )
     return document["hosts"][0]
 
@@ -306,7 +306,7 @@ def present(module, nftfwd, result):
             args.append("--enable-forwarding")
         rc = nftfwd.run(*args)
         if rc == 3:
-            nftfwd.fail("nftfwd load rolled back:", rc, changed=False)
+            nftfwd.fail("nftfwd load (rolled back to the previous table)", rc, changed=False)
         if rc != 0:
             nftfwd.fail("nftfwd load (nothing changed)", rc, changed=False)
         result["stdout"], result["stderr"] = nftfwd.stdout, nftfwd.stderr

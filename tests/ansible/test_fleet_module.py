@@ -23,12 +23,6 @@ def hosts(tmp_path: Path) -> Iterator[Fleet]:
         yield made
 
 
-def _applied(hosts: Fleet, model: Path) -> dict[str, str]:
-    run = hosts.play(APPLY, model=str(model))
-    assert run.code == 0, run.output
-    return hosts.rulesets()
-
-
 def test_check_mode_changes_nothing_and_reports_the_hosts_that_would_change(
     hosts: Fleet, tmp_path: Path
 ) -> None:
@@ -75,7 +69,7 @@ def test_apply_loads_each_hosts_own_table_and_a_second_run_changes_nothing(
 
 def test_removing_one_forward_changes_only_its_host(hosts: Fleet, tmp_path: Path) -> None:
     first = fleet_model()
-    loaded = _applied(hosts, write_model(tmp_path / "fleet.yaml", first))
+    loaded = hosts.load(write_model(tmp_path / "fleet.yaml", first))
     second = copy.deepcopy(first)
     guest = second["hosts"]["kvm2"]["bridges"]["br0"]["guests"]["web2"]
     guest["forwards"] = [f for f in guest["forwards"] if f["port"] != 2202]
@@ -102,7 +96,7 @@ def test_removing_one_forward_changes_only_its_host(hosts: Fleet, tmp_path: Path
 
 
 def test_a_broken_model_fails_every_host_before_any_changes(hosts: Fleet, tmp_path: Path) -> None:
-    loaded = _applied(hosts, write_model(tmp_path / "fleet.yaml", fleet_model()))
+    loaded = hosts.load(write_model(tmp_path / "fleet.yaml", fleet_model()))
     broken = fleet_model()
     broken["hosts"]["kvm3"]["bridges"]["br0"]["guests"]["web3"]["forwards"][0]["port"] = 70000
     model = write_model(tmp_path / "broken.yaml", broken)
@@ -120,7 +114,7 @@ def test_an_unconfirmed_load_rolls_back_and_a_confirmed_one_stays(
     hosts: Fleet, tmp_path: Path
 ) -> None:
     first = fleet_model()
-    loaded = _applied(hosts, write_model(tmp_path / "fleet.yaml", first))
+    loaded = hosts.load(write_model(tmp_path / "fleet.yaml", first))
     second = copy.deepcopy(first)
     for number, name in enumerate(HOSTS, start=1):
         guest = second["hosts"][name]["bridges"]["br0"]["guests"][f"web{number}"]
@@ -147,7 +141,7 @@ def test_an_unconfirmed_load_rolls_back_and_a_confirmed_one_stays(
 
 
 def test_state_absent_removes_only_nftfwds_table(hosts: Fleet, tmp_path: Path) -> None:
-    _applied(hosts, write_model(tmp_path / "fleet.yaml", fleet_model()))
+    hosts.load(write_model(tmp_path / "fleet.yaml", fleet_model()))
     foreign = tmp_path / "foreign.nft"
     foreign.write_text(
         "table ip other {\n\tchain forward {\n\t\ttype filter hook forward priority 0;\n\t}\n}\n"

@@ -47,6 +47,11 @@ class Problem:
         return f"{where}{key}{self.message}"
 
 
+def report_order(problem: Problem) -> tuple[Location, str, str]:
+    """The order of a report: by place in the file, then key path, then message."""
+    return (problem.location or Location("", 0, 0), problem.path, problem.message)
+
+
 class NftfwdError(Exception):
     """A failure to report to the user in plain words (exit 2), never as a traceback."""
 
@@ -58,9 +63,7 @@ class ModelError(NftfwdError):
     one first, and how many more there were (`more`: ones a stage stopped collecting)."""
 
     def __init__(self, problems: list[Problem], more: int = 0) -> None:
-        ordered = sorted(
-            problems, key=lambda p: (p.location or Location("", 0, 0), p.path, p.message)
-        )
+        ordered = sorted(problems, key=report_order)
         self.problems = ordered[:MAX_REPORTED]
         self.omitted = len(ordered) - len(self.problems) + more
         lines = [str(p) for p in self.problems]

@@ -23,6 +23,7 @@ PACKAGE_DIRS = {
     "nftfwd": REPO / "compiler",
     "nftfwd.kernel": REPO / "compiler/kernel",
     "nftfwd.doctor": REPO / "compiler/doctor",
+    "nftfwd.semantic": REPO / "compiler/semantic",
     "nftfwd.templates": REPO / "templates",
     "nftfwd.schemas": REPO / "schemas",
 }
@@ -39,6 +40,9 @@ LAYERS = {
     "nftfwd.schema_fast": PURE,
     "nftfwd.keywords": PURE,
     "nftfwd.semantic": PURE,
+    "nftfwd.semantic.values": PURE,
+    "nftfwd.semantic.tree": PURE,
+    "nftfwd.semantic.rules": PURE,
     "nftfwd.model": PURE,
     "nftfwd.config": PURE,
     "nftfwd.ir": PURE,

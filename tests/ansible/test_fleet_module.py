@@ -4,6 +4,7 @@ idempotence, a change to one host, a broken model, confirm and rollback, state a
 from __future__ import annotations
 
 import copy
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -164,3 +165,31 @@ def test_state_absent_removes_only_nftfwds_table(hosts: Fleet, tmp_path: Path) -
     assert hosts.ruleset("kvm2") == loaded["kvm2"]
     again = hosts.play(APPLY, "--limit", "kvm1", nftfwd_state="absent")
     assert again.code == 0 and again.changed_hosts() == set(), again.output
+
+
+def test_fail_on_findings_fails_only_the_host_doctor_finds_errors_on(
+    hosts: Fleet, tmp_path: Path
+) -> None:
+    namespace = hosts.topologies["kvm1"].ns["host"]
+    subprocess.run(
+        ["ip", "netns", "exec", namespace, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"],
+        check=True,
+    )
+    model = write_model(tmp_path / "fleet.yaml", fleet_model())
+    run = hosts.play(APPLY, model=str(model), fail_on_findings=True)
+    assert run.code != 0
+    assert run.failed_hosts() == {"kvm1"}
+    results = run.results(TASK)
+    kvm1 = results["kvm1"]
+    assert (
+        kvm1["msg"]
+        == "nftfwd doctor found errors on kvm1: ipv4-forwarding-off; the rules stay loaded"
+    )
+    assert kvm1["changed"] is True and "table inet nftfwd" in hosts.ruleset("kvm1")
+    assert [f["id"] for f in kvm1["findings"]["findings"] if f["severity"] == "error"] == [
+        "ipv4-forwarding-off"
+    ]
+    for name in ("kvm2", "kvm3"):
+        assert (
+            results[name]["outcome"] == "ok" and results[name]["findings"]["counts"]["error"] == 0
+        )

@@ -1,22 +1,54 @@
-"""libnftables JSON read into typed objects, and its expressions printed as nft writes them.
+"""libnftables JSON read into typed objects: the one reader of it.
 
 The one reader of `nft -j list ...` (nft 1.0.6 and 1.1.x) and of nftfwd's own batches
 (`{"add": {...}}` commands read as the objects they add): tables, chains, rules, and sets
-and maps with their elements. Rules keep their expressions as libnftables JSON (doctor
-walks them as such); elements are split into key and data, with their comment. Objects
-this reader has no type for (flowtables, named counters, quotas...) are kept as `Other`,
-never a crash. Beside it: a listing replayed as `add` commands (a rollback), tcp and udp
-named again in elements listed numerically, and the printer of expressions and rules.
+and maps with their elements. A rule's statements and an element's values are read once,
+into the IR's types (ir.py: Match, Meta, Payload, SetOf, Prefix, Range, Xt, Counter,
+Nat, Vmap...), which nft_text prints and doctor judges; what has no type is kept as
+`Unknown` (statements, expressions) or `Other` (objects: flowtables, named counters,
+quotas...), never a crash. Beside it: a listing replayed as `add` commands (a rollback),
+and tcp and udp named again in elements listed numerically. Nothing else indexes
+libnftables JSON but this module and the libnftables adapter (kernel/libnft.py).
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple
 
-Expr = Any  # a libnftables JSON expression, as read
+from nftfwd.ir import (
+    AnyVerdict,
+    Compared,
+    Concat,
+    Counter,
+    Ct,
+    Fib,
+    Flags,
+    Goto,
+    Jump,
+    Listed,
+    Log,
+    Lookup,
+    MapOf,
+    Match,
+    Meta,
+    Nat,
+    Operand,
+    Payload,
+    Prefix,
+    Range,
+    Reject,
+    SetOf,
+    SetRef,
+    Statement,
+    Unknown,
+    Verdict,
+    Vmap,
+    Xt,
+)
+
+Json = Any  # libnftables JSON, as read or written
 
 
 @dataclass(frozen=True)
@@ -42,39 +74,32 @@ class Rule:
     table: str
     chain: str
     handle: int | None
-    expr: tuple[Expr, ...]
+    statements: tuple[Statement, ...]  # typed as they are read (read_statement)
+    comment: str | None = None
 
     def matches(self) -> list[Match]:
         """The rule's `match` statements, in order."""
-        return [
-            Match(str(body.get("op", "==")), body.get("left"), body.get("right"))
-            for item in self.expr
-            if isinstance(item, dict) and isinstance(body := item.get("match"), dict)
-        ]
+        return [s for s in self.statements if isinstance(s, Match)]
 
 
-@dataclass(frozen=True)
-class Match:
-    op: str
-    left: Expr
-    right: Expr
+Data = Listed | AnyVerdict | Unknown  # what a map's element holds
 
 
 class Element(NamedTuple):
-    """One element: a set's key, or a map's key and data; each a JSON expression (an
-    atom, a `concat`, a `prefix`, a `range`, or for data a verdict). A named tuple, not a
-    dataclass: a table of 10,000 forwards lists 40,000 of them, and tuples are made in C."""
+    """One element: a set's key, or a map's key and data, typed (read_value): a `str` or
+    `int` as listed, a tuple (a concatenation), a Prefix, a Range; a verdict as data. A
+    named tuple, not a dataclass: a table of 10,000 forwards lists 40,000 of them, and
+    tuples are made (and hashed, and compared) in C."""
 
-    key: Expr
-    data: Expr = None  # a map's; None in a set
+    key: Listed
+    data: Data | None = None  # a map's; None in a set
     comment: str | None = None
 
     @property
-    def parts(self) -> tuple[Expr, ...]:
+    def parts(self) -> tuple[Listed, ...]:
         """The key's parts: those of a concatenation, else the key alone."""
         key = self.key
-        parts = key.get("concat") if type(key) is dict else None
-        return tuple(parts) if type(parts) is list else (key,)
+        return key if type(key) is tuple else (key,)
 
 
 @dataclass(frozen=True)
@@ -185,7 +210,8 @@ def read_object(kind: str, body: dict[str, Any]) -> Object:
             str(body.get("table", "")),
             str(body.get("chain", "")),
             _int(body.get("handle"), None),
-            tuple(raw) if isinstance(raw, list) else (),
+            tuple(map(read_statement, raw)) if isinstance(raw, list) else (),
+            _str_or_none(body.get("comment")),
         )
     if kind in ("set", "map"):
         raw = body.get("elem")
@@ -202,56 +228,171 @@ def read_object(kind: str, body: dict[str, Any]) -> Object:
     return Other(kind, body)
 
 
-def read_element(raw: Expr) -> Element:
+def read_element(raw: Json) -> Element:
     """`key`, `[key, data]`, with the key possibly `{"elem": {"val": key, ...}}` (an
     element with a comment, counter or timeout). Read 40,000 times for a table of 10,000
-    forwards: plain type tests, no helper calls."""
+    forwards: plain type tests, a call only for what is not a string or number."""
     key, data = (raw[0], raw[1]) if type(raw) is list and len(raw) == 2 else (raw, None)
-    if type(key) is dict and type(wrapped := key.get("elem")) is dict:
-        return Element(wrapped.get("val"), data, _str_or_none(wrapped.get("comment")))
-    return Element(key, data)
+    comment = None
+    if type(key) is dict:
+        if type(wrapped := key.get("elem")) is dict:
+            key, comment = wrapped.get("val"), _str_or_none(wrapped.get("comment"))
+        if type(key) is dict and type(parts := key.get("concat")) is list:
+            key = tuple([p if type(p) in _ATOMS else read_value(p) for p in parts])
+    if type(key) not in _ATOMS and type(key) is not tuple:
+        key = read_value(key)
+    if data is not None and type(data) not in _ATOMS:
+        data = read_value(data)
+    return Element(key, data, comment)
 
 
-def element_json(element: Element) -> Expr:
+_ATOMS = (str, int)  # values kept as listed (bool is not one: type() is tested)
+_VERDICTS = ("accept", "drop", "return", "continue")
+
+
+def read_value(raw: Json) -> Any:
+    """A value (what a match compares with, an element's key or data, a NAT address) as
+    the IR's types: a `str` or `int` as listed, `@name` a SetRef, a list of flags, an
+    anonymous set or map, a prefix, a range, a concatenation (a tuple), a verdict; an
+    expression (`meta mark`) as an operand; anything else Unknown. (Typed Any: JSON may
+    put any of these anywhere, a verdict in a range; the printer and the judge take what
+    comes, the judge's tests answer "maybe" or "no" to what they do not know.)"""
+    kind = type(raw)
+    if kind is int:
+        return raw
+    if kind is str:
+        return SetRef(raw[1:]) if raw.startswith("@") else raw
+    if kind is list:
+        return Flags(tuple(raw)) if all(type(v) is str for v in raw) else Unknown(raw)
+    if kind is not dict or len(raw) != 1:
+        return Unknown(raw)
+    ((name, body),) = raw.items()
+    if name == "concat" and type(body) is list:
+        return tuple(map(read_value, body))
+    if name == "set":
+        items = [read_element(v) for v in (body if type(body) is list else [body])]
+        if any(e.data is not None for e in items):
+            return MapOf(tuple((e.key, Unknown(None) if e.data is None else e.data) for e in items))
+        return SetOf(tuple(e.key for e in items))
+    if name == "prefix" and type(body) is dict and _int(body.get("len"), None) is not None:
+        return Prefix(str(body.get("addr")), body["len"])
+    if name == "range" and type(body) is list and len(body) == 2:
+        return Range(read_value(body[0]), read_value(body[1]))
+    if name == "elem" and type(body) is dict:
+        return read_value(body.get("val"))
+    if name in _VERDICTS and body is None:
+        return Verdict(name)
+    if name in ("jump", "goto") and type(body) is dict and "target" in body:
+        return (Jump if name == "jump" else Goto)(str(body["target"]))
+    operand = read_operand(raw)
+    return Unknown(raw) if isinstance(operand, Unknown) else operand
+
+
+def read_operand(raw: Json) -> Operand:
+    """What a match tests (its left side), a map's key: meta, payload, ct, fib, or a
+    concatenation of them; anything else Unknown."""
+    if type(raw) is not dict or len(raw) != 1:
+        return Unknown(raw)
+    ((name, body),) = raw.items()
+    if name == "concat" and type(body) is list:
+        return Concat(tuple(map(read_operand, body)))
+    if type(body) is not dict:
+        return Unknown(raw)
+    if name == "meta":
+        return Meta(str(body.get("key")))
+    if name == "payload" and "protocol" in body:
+        return Payload(str(body["protocol"]), str(body.get("field")))
+    if name == "ct" and set(body) <= {"key", "dir"}:
+        return Ct(str(body.get("key")), _str_or_none(body.get("dir")))
+    if name == "fib":
+        return Fib(_strings(body.get("flags")), str(body.get("result")))
+    return Unknown(raw)
+
+
+def read_statement(raw: Json) -> Statement:
+    """One statement of a rule's `expr`, typed; what has no type here is Unknown."""
+    if type(raw) is not dict or len(raw) != 1:
+        return Unknown(raw)
+    ((name, body),) = raw.items()
+    if name == "match" and type(body) is dict:
+        op = body.get("op", "==")
+        return Match(read_operand(body.get("left")), read_value(body.get("right")), str(op))
+    if name in _VERDICTS and body is None:
+        return Verdict(name)
+    if name in ("jump", "goto") and type(body) is dict and "target" in body:
+        return (Jump if name == "jump" else Goto)(str(body["target"]))
+    if name == "counter":
+        return Counter()
+    if name == "xt" and type(body) is dict:
+        return Xt(str(body.get("type")), str(body.get("name")))
+    if name == "vmap" and type(body) is dict:
+        return Vmap(_lookup(body))
+    if name in ("dnat", "snat", "redirect", "masquerade"):
+        nat = body if type(body) is dict else {}
+        family = _str_or_none(nat.get("family"))
+        return Nat(name, family, _nat_part(nat.get("addr")), _nat_part(nat.get("port")))
+    if name == "log":
+        return Log(_str_or_none(body.get("prefix")) if type(body) is dict else None)
+    if name == "reject":
+        reject = body if type(body) is dict else {}
+        return Reject(_str_or_none(reject.get("type")), _str_or_none(reject.get("expr")))
+    return Unknown(raw)
+
+
+def _lookup(body: dict[str, Json]) -> Lookup:
+    """`{"key": ..., "data": "@name" or {"set": [...]}}` of a map or vmap."""
+    data = read_value(body.get("data"))
+    if not isinstance(data, SetRef | MapOf):
+        data = Unknown(body.get("data"))
+    return Lookup(read_operand(body.get("key")), data)
+
+
+def _nat_part(raw: Json) -> Lookup | Compared | None:
+    if raw is None:
+        return None
+    if type(raw) is dict and type(body := raw.get("map")) is dict and len(raw) == 1:
+        return _lookup(body)
+    value: Compared = read_value(raw)
+    return value
+
+
+def value_json(value: Any) -> Json:
+    """A value read by read_value as libnftables JSON again (its inverse)."""
+    kind = type(value)
+    if kind is str or kind is int:
+        return value
+    if kind is tuple:
+        return {"concat": [value_json(v) for v in value]}
+    match value:
+        case Prefix(addr, length):
+            return {"prefix": {"addr": addr, "len": length}}
+        case Range(first, last):
+            return {"range": [value_json(first), value_json(last)]}
+        case Verdict(name):
+            return {name: None}
+        case Jump(target):
+            return {"jump": {"target": target}}
+        case Goto(target):
+            return {"goto": {"target": target}}
+        case SetRef(name):
+            return f"@{name}"
+        case Flags(names):
+            return list(names)
+        case SetOf(items):
+            return {"set": [value_json(v) for v in items]}
+        case MapOf(pairs):
+            return {"set": [[value_json(k), value_json(d)] for k, d in pairs]}
+        case Unknown(raw):
+            return raw
+    return str(value)
+
+
+def element_json(element: Element) -> Json:
     """The element as libnftables JSON again (read_element's inverse, comments kept)."""
-    key = (
-        element.key
-        if element.comment is None
-        else {"elem": {"val": element.key, "comment": element.comment}}
-    )
-    return key if element.data is None else [key, element.data]
-
-
-def tagged(value: Expr) -> tuple[str, Expr] | None:
-    """(kind, body) of a statement or expression, each an object of one key
-    (`{"match": {...}}`, `{"meta": {"key": "l4proto"}}`, `{"accept": null}`); None for
-    anything else."""
-    if type(value) is dict and len(value) == 1:
-        ((kind, body),) = value.items()
-        return str(kind), body
-    return None
-
-
-def concat_parts(value: Expr) -> list[Expr]:
-    parts = value.get("concat") if isinstance(value, dict) else None
-    return parts if isinstance(parts, list) else [value]
-
-
-def set_items(value: Expr) -> list[Expr]:
-    """The items of an anonymous set (`{"set": [...]}`), else the value alone."""
-    items = value.get("set") if isinstance(value, dict) else None
-    return items if isinstance(items, list) else [value]
-
-
-def verdict(value: Expr) -> tuple[str, str | None] | None:
-    """(kind, chain) of a verdict: `{"accept": null}`, `{"jump": {"target": "x"}}`."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((kind, target),) = value.items()
-        if target is None:
-            return str(kind), None
-        if isinstance(target, dict) and "target" in target:
-            return str(kind), str(target["target"])
-    return None
+    key = value_json(element.key)
+    if element.comment is not None:
+        key = {"elem": {"val": key, "comment": element.comment}}
+    return key if element.data is None else [key, value_json(element.data)]
 
 
 def _int(value: Any, default: int | None) -> Any:
@@ -308,70 +449,3 @@ def name_protocols(obj: dict[str, Any]) -> None:
             element = [key, element[1]] if kind == "map" else key
         named.append(element)
     body["elem"] = named
-
-
-# --- the printer ----------------------------------------------------------------------
-
-IFNAME_KEYS = ("iifname", "oifname", "iif", "oif")
-
-
-def expr_text(value: Expr, quote: bool = False) -> str:
-    """An expression or value of libnftables JSON as nft writes it; `quote`: strings in
-    double quotes (interface names)."""
-    if isinstance(value, dict) and len(value) == 1:
-        ((key, val),) = value.items()
-        if key in ("meta", "ct") and isinstance(val, dict):
-            name = str(val.get("key"))
-            return name if name in IFNAME_KEYS else f"{key} {name}"
-        if key == "payload" and isinstance(val, dict):
-            return f"{val.get('protocol')} {val.get('field')}"
-        if key == "prefix" and isinstance(val, dict):
-            return f"{val.get('addr')}/{val.get('len')}"
-        if key == "range" and isinstance(val, list):
-            return "-".join(expr_text(v) for v in val)
-        if key in ("set", "concat") and isinstance(val, list):
-            parts = [expr_text(v, quote) for v in val]
-            return "{ " + ", ".join(parts) + " }" if key == "set" else " . ".join(parts)
-        if key == "fib" and isinstance(val, dict):
-            return f"fib {' . '.join(map(str, val.get('flags', [])))} {val.get('result')}"
-        if key == "elem" and isinstance(val, dict):
-            return expr_text(val.get("val"), quote)
-        found = verdict(value)
-        if found is not None:
-            return found[0] if found[1] is None else f"{found[0]} {found[1]}"
-        return str(key)
-    if isinstance(value, dict):
-        return json.dumps(value, sort_keys=True)
-    if isinstance(value, list):
-        return ",".join(expr_text(v, quote) for v in value)
-    return f'"{value}"' if quote and isinstance(value, str) else str(value)
-
-
-def element_text(element: Element) -> str:
-    """A set's element, or a map's `key : data`, as nft writes it."""
-    key = expr_text(element.key)
-    return key if element.data is None else f"{key} : {expr_text(element.data)}"
-
-
-def rule_text(expr: Iterable[Expr]) -> str:
-    """A short nft-like rendering of a rule's expressions (doctor's, when no text listing
-    with iptables-nft's translations is given)."""
-    words: list[str] = []
-    for item in expr:
-        if (found := tagged(item)) is None:
-            continue
-        key, val = found
-        if key == "counter":
-            continue
-        if key == "match" and isinstance(val, dict):
-            op = "" if val.get("op") in ("==", "in", None) else f"{val.get('op')} "
-            left = expr_text(val.get("left"))
-            quote = left in IFNAME_KEYS
-            words.append(f"{left} {op}{expr_text(val.get('right'), quote)}")
-        elif key == "xt" and isinstance(val, dict):
-            words.append(f"xt {val.get('type')} {val.get('name')}")
-        elif key in ("jump", "goto") and isinstance(val, dict):
-            words.append(f"{key} {val.get('target')}")
-        else:
-            words.append(key)
-    return " ".join(words)

@@ -12,19 +12,11 @@ import json
 from dataclasses import dataclass
 from typing import Literal, NamedTuple
 
+from nftfwd.ir import Jump, SetOf
 from nftfwd.lower import ANY, AT, map_of
 from nftfwd.model import FAMILIES
-from nftfwd.nftjson import (
-    Document,
-    Element,
-    Rule,
-    element_json,
-    element_text,
-    expr_text,
-    read_element,
-    set_items,
-    verdict,
-)
+from nftfwd.nft_text import element_text, value_text
+from nftfwd.nftjson import Document, Element, Rule, element_json, read_element
 
 Change = Literal["+", "-", "~"]
 
@@ -87,12 +79,12 @@ def forwards_of(listed: Document, table: str) -> dict[ForwardKey, Target]:
     for family in FAMILIES:
         for where in (AT, ANY):
             guards = {
-                _key_parts(element): _clients(first_rule.get(str(jump[1])))
+                _key_parts(element): _clients(first_rule.get(element.data.target))
                 for element in maps.get(map_of("sources", family, where).name, ())
-                if (jump := verdict(element.data)) is not None
+                if isinstance(element.data, Jump)
             }
             ports = {
-                _key_parts(element): int(element.data)
+                _key_parts(element): int(str(element.data))
                 for element in maps.get(map_of("dnat_port", family, where).name, ())
             }
             for element in maps.get(map_of("dnat_addr", family, where).name, ()):
@@ -107,14 +99,17 @@ def _key_parts(element: Element) -> tuple[str, str, int]:
     """(host address or "any", protocol, port) of a forward map's key."""
     parts = element.parts
     listen = str(parts[0]) if len(parts) == 3 else "any"
-    return listen, str(parts[-2]), int(parts[-1])
+    port = parts[-1]
+    return listen, str(parts[-2]), port if type(port) is int else int(str(port))
 
 
 def _clients(allow: Rule | None) -> str:
     """The clients an allow chain's rule lets through (`saddr != { ... } accept`)."""
     if allow is None or not allow.matches():
         return "?"
-    return ", ".join(expr_text(item) for item in set_items(allow.matches()[0].right))
+    right = allow.matches()[0].right
+    items = right.items if isinstance(right, SetOf) else (right,)
+    return ", ".join(value_text(item) for item in items)
 
 
 def compare(old: dict[ForwardKey, Target], new: dict[ForwardKey, Target]) -> list[ForwardChange]:

@@ -7,7 +7,9 @@ from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 
 from nftfwd.ir import (
     REPLACE_TABLE,
+    AnyVerdict,
     Chain,
+    Compared,
     Concat,
     Ct,
     Dnat,
@@ -21,6 +23,7 @@ from nftfwd.ir import (
     Match,
     Meta,
     NamedSet,
+    Operand,
     Payload,
     Rule,
     SetOf,
@@ -28,16 +31,13 @@ from nftfwd.ir import (
     Statement,
     Symbol,
     Table,
-    Value,
     Verdict,
     VerdictMapLookup,
     ipv6_text,
     load_order,
 )
 from nftfwd.model import PortRange
-from nftfwd.nftjson import Expr
-
-Json = Expr  # libnftables JSON: what nftjson reads back
+from nftfwd.nftjson import Json
 
 
 def render_json(table: Table) -> str:
@@ -103,7 +103,8 @@ def _rule(table: Table, chain: Chain, rule: Rule) -> Json:
     }
 
 
-def value_json(value: Value | SetOf | SetRef | Flags | Jump) -> Json:
+def value_json(value: Compared | AnyVerdict) -> Json:
+    """The IR's values (not those only read back from listings: TypeError)."""
     match value:
         # The parts of map elements first: nearly all the values of a big table.
         case int():
@@ -129,7 +130,7 @@ def value_json(value: Value | SetOf | SetRef | Flags | Jump) -> Json:
     raise TypeError(f"no JSON for {value!r}")
 
 
-def operand_json(operand: Meta | Payload | Fib | Ct | Concat) -> Json:
+def operand_json(operand: Operand) -> Json:
     match operand:
         case Meta(key):
             return {"meta": {"key": key}}

@@ -13,7 +13,7 @@ from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.errors import NftfwdError, echo
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
-from nftfwd.nftjson import read_objects
+from nftfwd.nftjson import read_document
 from nftfwd.plan import (
     ForwardKey,
     Target,
@@ -51,9 +51,8 @@ def _side(model: Model, host: Host | None) -> Side:
     if host is None:
         return "", {}, {}
     table = lower_host(model.table, host)
-    commands = batch(table)["nftables"]
     bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
-    listed = read_objects(commands)
+    listed = read_document(batch(table))
     return render_nft(bare), forwards_of(listed, model.table), elements_of(listed, model.table)
 
 

@@ -10,16 +10,33 @@ from itertools import product
 from typing import Any
 
 from nftfwd.doctor.flows import HOST_ADDRESS, Addr, Packet
-from nftfwd.doctor.listing import L4, Json, Ruleset
+from nftfwd.doctor.listing import L4, Ruleset
 from nftfwd.doctor.tri import Tri, t_and, t_any, t_every, t_not
+from nftfwd.ir import (
+    Compared,
+    Concat,
+    Ct,
+    Fib,
+    Flags,
+    MapOf,
+    Match,
+    Meta,
+    Operand,
+    Payload,
+    Prefix,
+    Range,
+    SetOf,
+    SetRef,
+)
 from nftfwd.model import IPNetwork, PortRange
-from nftfwd.nftjson import read_element, tagged
+
+Elem = Compared  # one value of what a match compares with, as nftjson reads it
 
 MAX_ATOMS = 4096  # a concatenation with more combinations of values is judged "maybe"
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 33: "dccp", 58: "ipv6-icmp", 132: "sctp"}
 
 
-Test = Callable[[Any, Json], Tri]
+Test = Callable[[Any, Elem], Tri]
 Dep = Callable[[Any], Tri]
 
 
@@ -27,15 +44,15 @@ def _always(_: Any) -> Tri:
     return Tri.YES
 
 
-def _unknown(_: Any, __: Json) -> Tri:
+def _unknown(_: Any, __: Elem) -> Tri:
     return Tri.MAYBE
 
 
-def _equal(atom: Any, elem: Json) -> Tri:
+def _equal(atom: Any, elem: Elem) -> Tri:
     return Tri.YES if atom == elem else Tri.NO
 
 
-def _ifname(atom: str, elem: Json) -> Tri:
+def _ifname(atom: str, elem: Elem) -> Tri:
     if not isinstance(elem, str):
         return Tri.MAYBE  # iif/oif of an interface that no longer exists: an index
     if elem.endswith("*") and not elem.endswith("\\*"):
@@ -58,29 +75,27 @@ def _parsed(first: str, last: str | None, version: int) -> tuple[IPNetwork, ...]
     return tuple(n for n in nets if n.version == version)
 
 
-def networks(elem: Json, version: int) -> tuple[IPNetwork, ...] | None:
+def networks(elem: Elem, version: int) -> tuple[IPNetwork, ...] | None:
     """The networks of this IP version that an element of a set or match stands for;
     None: not an address, prefix or range of addresses."""
     try:
         if isinstance(elem, str):
             return _parsed(elem, None, version)
-        if isinstance(elem, dict) and isinstance(elem.get("prefix"), dict):
-            p = elem["prefix"]
-            return _parsed(f"{p['addr']}/{p['len']}", None, version)
-        if isinstance(elem, dict) and isinstance(elem.get("range"), list):
-            bounds = elem["range"]
-            if len(bounds) == 2 and all(isinstance(v, str) for v in bounds):
-                return _parsed(bounds[0], bounds[1], version)
-            first, last = (ip_address(v) for v in bounds)  # not what nft lists: not cached
-            found = summarize_address_range(first, last)
+        if isinstance(elem, Prefix):
+            return _parsed(f"{elem.addr}/{elem.length}", None, version)
+        if isinstance(elem, Range):
+            if isinstance(elem.first, str) and isinstance(elem.last, str):
+                return _parsed(elem.first, elem.last, version)
+            first, last = ip_address(elem.first), ip_address(elem.last)  # type: ignore[arg-type]
+            found = summarize_address_range(first, last)  # not what nft lists: not cached
             return tuple(n for n in found if n.version == version)
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError):
         return None
     return None
 
 
 def _address(version: int) -> Test:
-    def test(atom: Addr, elem: Json) -> Tri:
+    def test(atom: Addr, elem: Elem) -> Tri:
         nets = networks(elem, version)
         if nets is None:
             return Tri.MAYBE
@@ -99,20 +114,20 @@ def _address(version: int) -> Test:
     return test
 
 
-def port_bounds(elem: Json) -> tuple[int, int] | None:
+def port_bounds(elem: Elem) -> tuple[int, int] | None:
     """The first and last port that an element stands for; None: not a port or range."""
     if isinstance(elem, int) and not isinstance(elem, bool):
         return elem, elem
     if isinstance(elem, str) and elem.isdigit():
         return int(elem), int(elem)
-    if isinstance(elem, dict) and isinstance(elem.get("range"), list) and len(elem["range"]) == 2:
-        bounds = [port_bounds(v) for v in elem["range"]]
+    if isinstance(elem, Range):
+        bounds = [port_bounds(elem.first), port_bounds(elem.last)]
         if bounds[0] is not None and bounds[1] is not None:
             return bounds[0][0], bounds[1][1]
     return None
 
 
-def _port(atom: tuple[str | None, PortRange | None], elem: Json) -> Tri:
+def _port(atom: tuple[str | None, PortRange | None], elem: Elem) -> Tri:
     bounds, rng = port_bounds(elem), atom[1]
     if bounds is None:
         return Tri.MAYBE
@@ -123,20 +138,20 @@ def _port(atom: tuple[str | None, PortRange | None], elem: Json) -> Tri:
     return Tri.NO if rng.last < bounds[0] or bounds[1] < rng.first else Tri.MAYBE
 
 
-def _proto(atom: str | None, elem: Json) -> Tri:
+def _proto(atom: str | None, elem: Elem) -> Tri:
     if atom is None:
         return Tri.NO  # arbitrary traffic is not one particular protocol
     name = PROTO_NAMES.get(elem, str(elem)) if isinstance(elem, int) else str(elem)
     return Tri.YES if {"icmpv6": "ipv6-icmp"}.get(name, name) == atom else Tri.NO
 
 
-def _fib_type(atom: Tri, elem: Json) -> Tri:
+def _fib_type(atom: Tri, elem: Elem) -> Tri:
     if elem == "local":
         return atom
     return Tri.NO if atom is Tri.YES else Tri.MAYBE
 
 
-def _ct_status(atom: Tri, elem: Json) -> Tri:
+def _ct_status(atom: Tri, elem: Elem) -> Tri:
     return atom if elem == "dnat" else Tri.MAYBE
 
 
@@ -150,26 +165,26 @@ class Judge:
     def __init__(self, rs: Ruleset, family: str, table: str, pkt: Packet) -> None:
         self.rs, self.family, self.table, self.pkt = rs, family, table, pkt
 
-    def elements(self, right: Json) -> list[Json] | None:
-        if isinstance(right, str) and right.startswith("@"):
-            named = self.rs.sets.get((self.family, self.table, right[1:]))
+    def elements(self, right: Compared) -> list[Elem] | None:
+        """The values a match's right side stands for; None: a named set not listed."""
+        if isinstance(right, SetRef):
+            named = self.rs.sets.get((self.family, self.table, right.name))
             return None if named is None else [element.key for element in named.elements]
-        if isinstance(right, dict) and "set" in right:
-            items = right["set"] if isinstance(right["set"], list) else [right["set"]]
-        else:
-            items = right if isinstance(right, list) else [right]
-        return [read_element(item).key for item in items]  # an anonymous map's: its keys
+        if isinstance(right, SetOf):
+            return list(right.items)
+        if isinstance(right, MapOf):  # an anonymous map's: its keys
+            return [key for key, _ in right.pairs]
+        if isinstance(right, Flags):
+            return list(right.names)
+        return [right]
 
-    def attribute(self, left: Json) -> tuple[list[Any], Test, Dep] | None:
+    def attribute(self, left: Operand) -> tuple[list[Any], Test, Dep] | None:
         """The packet's possible values for an expression, how to test one against an
         element, and whether the expression exists for it (tcp dport needs tcp)."""
         pkt = self.pkt
-        if (found := tagged(left)) is None:
-            return None
-        kind, val = found
         protos: list[str | None] = list(pkt.protos) if pkt.protos is not None else [None]
-        if kind == "meta" and isinstance(val, dict):
-            key = val.get("key")
+        if isinstance(left, Meta):
+            key = left.key
             if key in ("iifname", "iif", "oifname", "oif"):
                 return list(pkt.iif if key in ("iifname", "iif") else pkt.oif), _ifname, _always
             if key == "l4proto":
@@ -178,8 +193,8 @@ class Judge:
                 names = {"nfproto": {"ip": "ipv4", "ip6": "ipv6"}, "protocol": {}}[key]
                 return [names.get(pkt.family, pkt.family)], _equal, _always
             return None
-        if kind == "payload" and isinstance(val, dict):
-            proto, fld = val.get("protocol"), val.get("field")
+        if isinstance(left, Payload):
+            proto, fld = left.protocol, left.field
             if proto in ("ip", "ip6"):
                 same = Tri.YES if proto == pkt.family else Tri.NO
 
@@ -208,22 +223,22 @@ class Judge:
             )
             atoms = list(product(protos, ports if ports is not None else [None]))
             return atoms, (_port if fld in ("sport", "dport") else _unknown), l4_dep
-        if kind == "ct" and isinstance(val, dict) and set(val) == {"key"}:
-            key = val["key"]
+        if isinstance(left, Ct) and left.direction is None:
+            key = left.key
             if key in ("state", "direction"):
                 return [pkt.state if key == "state" else pkt.direction], _equal, _always
             if key == "status":
                 return [pkt.dnat], _ct_status, _always
             return None
-        if kind == "fib" and isinstance(val, dict):
-            if val.get("result") == "type" and val.get("flags") == ["daddr"]:
+        if isinstance(left, Fib):
+            if left.result == "type" and left.flags == ("daddr",):
                 return [pkt.local], _fib_type, _always
             return None
-        if kind == "concat" and isinstance(val, list):
-            return self._concat(val)
+        if isinstance(left, Concat):
+            return self._concat(left.parts)
         return None
 
-    def _concat(self, parts: list[Json]) -> tuple[list[Any], Test, Dep] | None:
+    def _concat(self, parts: tuple[Operand, ...]) -> tuple[list[Any], Test, Dep] | None:
         subs = [self.attribute(p) for p in parts]
         if any(s is None for s in subs):
             return None
@@ -234,21 +249,18 @@ class Judge:
         if size > MAX_ATOMS:
             return None
 
-        def test(atom: tuple[Any, ...], elem: Json) -> Tri:
-            values = elem.get("concat") if isinstance(elem, dict) else None
-            if not isinstance(values, list) or len(values) != len(known):
+        def test(atom: tuple[Any, ...], elem: Elem) -> Tri:
+            if type(elem) is not tuple or len(elem) != len(known):
                 return Tri.MAYBE
-            return t_and(*(s[1](a, v) for s, a, v in zip(known, atom, values, strict=True)))
+            return t_and(*(s[1](a, v) for s, a, v in zip(known, atom, elem, strict=True)))
 
         def dep(atom: tuple[Any, ...]) -> Tri:
             return t_and(*(s[2](a) for s, a in zip(known, atom, strict=True)))
 
         return list(product(*(s[0] for s in known))), test, dep
 
-    def match(self, m: Json) -> Tri:
-        if not isinstance(m, dict):
-            return Tri.MAYBE
-        op, attr = m.get("op", "=="), self.attribute(m.get("left"))
+    def match(self, m: Match) -> Tri:
+        op, attr = m.op, self.attribute(m.left)
         if attr is None or op not in ("==", "in", "!="):
             return Tri.MAYBE
         # The result depends on the match, the sets of this table, the packet's family
@@ -261,8 +273,8 @@ class Judge:
         result: Tri = found[0]
         return result
 
-    def _match(self, m: Json, op: str, attr: tuple[list[Any], Test, Dep]) -> Tri:
-        elems = self.elements(m.get("right"))
+    def _match(self, m: Match, op: str, attr: tuple[list[Any], Test, Dep]) -> Tri:
+        elems = self.elements(m.right)
         atoms, test, dep = attr
         results = []
         for atom in atoms:

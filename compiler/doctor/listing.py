@@ -12,9 +12,22 @@ from typing import Any
 
 from nftfwd import nftjson
 from nftfwd.errors import NftfwdError
-from nftfwd.nftjson import Expr, NamedSet, NotNftJson, Table, read_document, rule_text
+from nftfwd.ir import (
+    Compared,
+    Ct,
+    Fib,
+    Listed,
+    Match,
+    Operand,
+    Payload,
+    Range,
+    SetOf,
+    Statement,
+    Unknown,
+)
+from nftfwd.nft_text import rule_text
+from nftfwd.nftjson import NamedSet, NotNftJson, Table, read_document
 
-Json = Expr  # a libnftables JSON expression, as rules hold them
 L4 = {"tcp", "udp", "sctp", "dccp", "udplite"}
 
 
@@ -25,7 +38,7 @@ L4 = {"tcp", "udp", "sctp", "dccp", "udplite"}
 class Rule:
     index: int
     handle: int | None
-    expr: list[Json]
+    statements: tuple[Statement, ...]  # as nftjson read them
     text: str
 
 
@@ -52,11 +65,12 @@ class Ruleset:
     sets: dict[tuple[str, str, str], NamedSet]
     owned: set[tuple[str, str]] = field(default_factory=set)  # `flags owner` (text only)
     # What the walks work out once and look up for every further flow (judge.py, walk.py).
-    # Keys may hold the id() of JSON in this ruleset: the memo lives no longer than it.
+    # Keys may hold the id() of statements and elements of this ruleset (or of matches
+    # built from them, kept in the memo too): the memo lives no longer than they do.
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
 
 
-def index_ruleset(ruleset: Json, text: str | None = None) -> Ruleset:
+def index_ruleset(ruleset: nftjson.Json, text: str | None = None) -> Ruleset:
     """Tables, chains with their rules in order, and sets/maps of `nft -j list ruleset`."""
     try:
         document = read_document(ruleset)
@@ -75,10 +89,9 @@ def index_ruleset(ruleset: Json, text: str | None = None) -> Ruleset:
         elif isinstance(obj, nftjson.Rule):
             key = (obj.family, obj.table, obj.chain)
             chain = rs.chains.setdefault(key, Chain(*key, "", None, 0, "accept"))
-            expr = list(obj.expr)
             shown = texts.get((*key, obj.handle)) if obj.handle is not None else None
             chain.rules.append(
-                Rule(len(chain.rules) + 1, obj.handle, expr, shown or rule_text(obj.expr))
+                Rule(len(chain.rules) + 1, obj.handle, obj.statements, shown or rule_text(obj))
             )
         elif isinstance(obj, NamedSet):
             rs.sets[(obj.family, obj.table, obj.name)] = obj
@@ -129,35 +142,35 @@ def owned_tables(text: str) -> set[tuple[str, str]]:
     return out
 
 
-def _value(tokens: list[str], i: int) -> tuple[Json, int]:
+def _value(tokens: list[str], i: int) -> tuple[Compared, int]:
     """One value (with commas: a list; in braces: a set) starting at tokens[i]."""
-    items: list[Json] = []
+    items: list[Listed] = []
     if i < len(tokens) and tokens[i] == "{":
         i += 1
         while i < len(tokens) and tokens[i] != "}":
             if tokens[i] != ",":
                 items.append(_atom(tokens[i]))
             i += 1
-        return {"set": items}, i + 1
+        return SetOf(tuple(items)), i + 1
     while i < len(tokens):
         items.append(_atom(tokens[i]))
         if i + 2 < len(tokens) and tokens[i + 1] == ",":
             i += 2
             continue
-        return (items[0] if len(items) == 1 else {"set": items}), i + 1
-    return None, i
+        return (items[0] if len(items) == 1 else SetOf(tuple(items))), i + 1
+    return Unknown(None), i  # nothing: what no element equals
 
 
-def _atom(token: str) -> Json:
+def _atom(token: str) -> Listed:
     if token.isdigit():
         return int(token)
     first, dash, last = token.partition("-")
     if dash and first.isdigit() and last.isdigit():
-        return {"range": [int(first), int(last)]}
+        return Range(int(first), int(last))
     return token.strip('"')
 
 
-def xt_conditions(name: str, text: str) -> list[Json] | None:
+def xt_conditions(name: str, text: str) -> list[Match] | None:
     """What an xt match of this name tests, as native matches read from the rule's text.
 
     None: the text does not say (nft without xtables translation, or a match this
@@ -168,14 +181,14 @@ def xt_conditions(name: str, text: str) -> list[Json] | None:
     if f"xt match {name}" in text or f'xt match "{name}"' in text:
         return None
     tokens = _TOKEN.findall(text)
-    conds: list[Json] = []
+    conds: list[Match] = []
     i = 0
     while i < len(tokens):
         tok, nxt = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else ""
         if name in ("conntrack", "state") and tok == "ct":
             if nxt not in ("state", "status", "direction"):
                 return None
-            left: Json = {"ct": {"key": nxt}}
+            left: Operand = Ct(nxt)
             i += 2
         elif name == "addrtype" and tok == "fib":
             flags: list[str] = []
@@ -183,10 +196,10 @@ def xt_conditions(name: str, text: str) -> list[Json] | None:
             while i < len(tokens) and tokens[i] != "type":
                 flags.append(tokens[i])
                 i += 1
-            left = {"fib": {"result": "type", "flags": flags}}
+            left = Fib(tuple(flags), "type")
             i += 1
         elif name == "multiport" and (tok in L4 or tok == "th") and nxt in ("sport", "dport"):
-            left = {"payload": {"protocol": tok, "field": nxt}}
+            left = Payload(tok, nxt)
             i += 2
         else:
             i += 1
@@ -196,5 +209,5 @@ def xt_conditions(name: str, text: str) -> list[Json] | None:
             op = "!=" if tokens[i] != "==" else "=="
             i += 1
         right, i = _value(tokens, i)
-        conds.append({"match": {"op": op, "left": left, "right": right}})
+        conds.append(Match(left, right, op))
     return conds or None

@@ -26,9 +26,10 @@ from nftfwd.doctor.findings import (
     sorted_findings,
 )
 from nftfwd.doctor.flows import DSTNAT, SRCNAT, Flow, build_flows, spec_for, view
-from nftfwd.doctor.listing import Chain, Json, Rule, Ruleset, index_ruleset
+from nftfwd.doctor.listing import Chain, Rule, Ruleset, index_ruleset
 from nftfwd.doctor.walk import walk
 from nftfwd.model import Family, Host, IPAddress
+from nftfwd.nftjson import Json
 
 IPTABLES_TABLES = {"filter", "nat", "mangle", "raw", "security"}
 IPTABLES_CHAINS = {"INPUT", "FORWARD", "OUTPUT", "PREROUTING", "POSTROUTING"}
@@ -206,7 +207,7 @@ def _own_prio(rs: Ruleset, own_table: str, hook: str, default: int) -> int:
 
 
 def analyse_ruleset(
-    ruleset: Json,
+    ruleset: Json,  # `nft -j list ruleset`
     own_table: str,
     host: Host,
     *,

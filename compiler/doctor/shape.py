@@ -21,7 +21,8 @@ from typing import Any
 
 from nftfwd.doctor.flows import Addr, Packet
 from nftfwd.doctor.judge import networks, port_bounds
-from nftfwd.doctor.listing import Json, Ruleset, xt_conditions
+from nftfwd.doctor.listing import Ruleset, xt_conditions
+from nftfwd.ir import Unknown, Xt
 from nftfwd.model import PortRange
 
 
@@ -48,29 +49,33 @@ class Cuts:
         return found
 
 
-def _nodes(value: Json) -> Iterator[Json]:
-    """Every value nested in a piece of JSON, itself included."""
+def _nodes(value: Any) -> Iterator[Any]:
+    """Every value nested in what nftjson read (statements, values, elements: frozen
+    dataclasses and tuples; the JSON kept in Unknown), itself included."""
     stack = [value]
     while stack:
         node = stack.pop()
         yield node
-        if isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, list):
+        if isinstance(node, tuple | list):
             stack.extend(node)
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, Unknown):
+            stack.append(node.raw)
+        elif hasattr(node, "__dataclass_fields__"):
+            stack.extend(vars(node).values())
 
 
-def _constants(rs: Ruleset, family: str, table: str) -> Iterator[Json]:
+def _constants(rs: Ruleset, family: str, table: str) -> Iterator[Any]:
     """Everything in a table that a judge may weigh a packet against (and more)."""
     for (fam, tab, _), chain in rs.chains.items():
         if (fam, tab) != (family, table):
             continue
         for rule in chain.rules:
-            for node in _nodes(rule.expr):
+            for node in _nodes(rule.statements):
                 yield node
-                if isinstance(node, dict) and isinstance(node.get("xt"), dict):
-                    name = str(node["xt"].get("name", ""))
-                    yield from _nodes(xt_conditions(name, rule.text))
+                if isinstance(node, Xt):
+                    yield from _nodes(xt_conditions(node.name, rule.text))
     for (fam, tab, _), named in rs.sets.items():
         if (fam, tab) == (family, table):
             for element in named.elements:

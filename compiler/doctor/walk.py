@@ -5,15 +5,32 @@ whether it surely reaches them."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from nftfwd.doctor.flows import Packet
 from nftfwd.doctor.judge import Judge
-from nftfwd.doctor.listing import Chain, Json, Rule, Ruleset, xt_conditions
+from nftfwd.doctor.listing import Chain, Rule, Ruleset, xt_conditions
 from nftfwd.doctor.shape import shape
 from nftfwd.doctor.tri import Tri, t_and
-from nftfwd.nftjson import Element, read_element, tagged
+from nftfwd.ir import (
+    Counter,
+    Goto,
+    Jump,
+    Log,
+    Lookup,
+    MapOf,
+    Match,
+    Nat,
+    Reject,
+    SetRef,
+    Statement,
+    Unknown,
+    Verdict,
+    Vmap,
+    Xt,
+)
 
 MAX_DEPTH = 32  # jumps deeper than this are judged "maybe"
 NONTERMINAL_XT = {
@@ -22,9 +39,22 @@ NONTERMINAL_XT = {
     "IDLETIMER", "LED", "RATEEST", "HMARK", "TEE",
 }  # fmt: skip
 NOOP_STATEMENTS = {
-    "counter", "log", "mangle", "notrack", "set", "map", "flow", "last", "dup", "secmark",
-    "ct helper", "ct timeout", "ct expectation", "synproxy", "meter", "reset",
-}  # fmt: skip
+    "mangle",
+    "notrack",
+    "set",
+    "map",
+    "flow",
+    "last",
+    "dup",
+    "secmark",
+    "ct helper",
+    "ct timeout",
+    "ct expectation",
+    "synproxy",
+    "meter",
+    "reset",
+}  # fmt: skip (besides Counter and Log: statements the reader has no type for)
+VERDICTS = ("accept", "drop", "return", "continue")
 
 
 @dataclass
@@ -35,24 +65,28 @@ class Event:
     certain: bool
 
 
-def _verdict(key: str, val: Json) -> tuple[str, str] | None:
+def _verdict(statement: Statement | object) -> tuple[str, str] | None:
     """(kind, jump target) of a statement; None: a condition (or unknown: maybe)."""
-    if key in ("accept", "drop", "return", "continue", "reject"):
-        return key, ""
-    if key in ("jump", "goto"):
-        return key, str(val.get("target", "")) if isinstance(val, dict) else ""
-    if key in ("dnat", "redirect", "snat", "masquerade"):
-        return ("dnat" if key in ("dnat", "redirect") else "snat"), ""
-    if key in ("queue", "tproxy", "fwd"):
-        return "opaque", ""
-    if key == "xt" and isinstance(val, dict) and val.get("type") != "match":
-        name = str(val.get("name", ""))
-        targets = {"REJECT": "reject", "DROP": "drop", "ACCEPT": "accept", "RETURN": "return",
-                   "DNAT": "dnat", "REDIRECT": "dnat", "NETMAP": "dnat", "SNAT": "snat",
-                   "MASQUERADE": "snat"}  # fmt: skip
-        if name in targets:
-            return targets[name], ""
-        return ("none" if name in NONTERMINAL_XT or val.get("type") != "target" else "unknown"), ""
+    match statement:
+        case Verdict(kind):
+            return kind, ""
+        case Reject():
+            return "reject", ""
+        case Jump(target) | Goto(target):
+            return ("jump" if isinstance(statement, Jump) else "goto"), target
+        case Nat(kind):
+            return ("dnat" if kind in ("dnat", "redirect") else "snat"), ""
+        case Xt(kind, name) if kind != "match":
+            targets = {"REJECT": "reject", "DROP": "drop", "ACCEPT": "accept", "RETURN": "return",
+                       "DNAT": "dnat", "REDIRECT": "dnat", "NETMAP": "dnat", "SNAT": "snat",
+                       "MASQUERADE": "snat"}  # fmt: skip
+            if name in targets:
+                return targets[name], ""
+            return ("none" if name in NONTERMINAL_XT or kind != "target" else "unknown"), ""
+        case Unknown() if statement.kind in ("queue", "tproxy", "fwd"):
+            return "opaque", ""
+        case Unknown() if statement.kind in (*VERDICTS, "reject", "jump", "goto"):
+            return statement.kind, ""  # a verdict of a form not read: as its kind alone
     return None
 
 
@@ -67,17 +101,10 @@ def walk(rs: Ruleset, base: Chain, pkt: Packet) -> list[Event]:
     return found
 
 
-def _once(rs: Ruleset, key: tuple[Any, ...], match: Json) -> Json:
+def _once(rs: Ruleset, key: tuple[Any, ...], match: Match) -> Match:
     """A match that a walk builds from part of a rule, the first one built for that part:
     the judge's memo, keyed by the match, then finds it again for the next flow."""
-    return rs.memo.setdefault(key, match)
-
-
-def _elements(rs: Ruleset, anonymous: list[Json]) -> tuple[Element, ...]:
-    """An anonymous map's elements, read once: the memo's keys hold their id()."""
-    found: tuple[Element, ...] = rs.memo.setdefault(
-        ("anonymous map", id(anonymous)), tuple(map(read_element, anonymous))
-    )
+    found: Match = rs.memo.setdefault(key, match)
     return found
 
 
@@ -104,38 +131,32 @@ class Walk:
                 return outcome, certain
         return "continue", certain
 
-    def condition(self, key: str, val: Json, rule: Rule) -> Tri:
-        if key == "match":
-            return self.judge.match(val)
-        if key == "xt" and isinstance(val, dict):
-            name, memo = str(val.get("name", "")), self.rs.memo
+    def condition(self, statement: Statement, rule: Rule) -> Tri:
+        if isinstance(statement, Match):
+            return self.judge.match(statement)
+        if isinstance(statement, Xt):
+            name, memo = statement.name, self.rs.memo
             xt = ("xt", id(rule), name)  # read from the rule's text once, for every flow
             if xt not in memo:
                 memo[xt] = xt_conditions(name, rule.text)
-            conds: list[Json] | None = memo[xt]
-            return (
-                Tri.MAYBE
-                if conds is None
-                else t_and(*(self.judge.match(c["match"]) for c in conds))
-            )
+            conds: list[Match] | None = memo[xt]
+            return Tri.MAYBE if conds is None else t_and(*(self.judge.match(c) for c in conds))
         return Tri.MAYBE
 
     def rule(self, chain: Chain, rule: Rule, certain: bool, depth: int) -> tuple[str, bool, bool]:
         m = Tri.YES
-        for item in rule.expr:
-            if (found := tagged(item)) is None:
-                m = t_and(m, Tri.MAYBE)
+        for statement in rule.statements:
+            if isinstance(statement, Counter | Log) or (
+                isinstance(statement, Unknown) and statement.kind in NOOP_STATEMENTS
+            ):
                 continue
-            key, val = found
-            if key in NOOP_STATEMENTS:
-                continue
-            if key == "vmap" and isinstance(val, dict):
-                return self.vmap(chain, rule, val, m, certain, depth)
-            verdict = _verdict(key, val)
+            if isinstance(statement, Vmap):
+                return self.vmap(chain, rule, statement.lookup, m, certain, depth)
+            verdict = _verdict(statement)
             if verdict is None:
-                m = t_and(m, self.condition(key, val, rule))
+                m = t_and(m, self.condition(statement, rule))
             elif verdict[0] in ("dnat", "snat"):
-                m = t_and(m, self.nat_maps(val))
+                m = t_and(m, self.nat_maps(statement))
             elif verdict[0] == "none":
                 continue
             if m is Tri.NO:
@@ -144,38 +165,39 @@ class Walk:
                 return self.apply(verdict, m, chain, rule, certain, depth)
         return "continue", certain, False
 
-    def nat_maps(self, val: Json) -> Tri:
+    def nat_maps(self, statement: Statement) -> Tri:
         """A dnat/snat whose address or port comes from a map applies only to its keys."""
         result = Tri.YES
-        for fld in ("addr", "port"):
-            part = val.get(fld) if isinstance(val, dict) else None
-            if isinstance(part, dict) and isinstance(part.get("map"), dict):
-                m = part["map"]
-                match = {"op": "==", "left": m.get("key"), "right": m.get("data")}
-                match = _once(self.rs, ("nat map", id(m)), match)
+        if not isinstance(statement, Nat):
+            return result
+        for part in (statement.addr, statement.port):
+            if isinstance(part, Lookup):
+                match = _once(self.rs, ("nat map", id(part)), Match(part.key, part.data))
                 result = t_and(result, self.judge.match(match))
         return result
 
     def vmap(
-        self, chain: Chain, rule: Rule, val: Json, m: Tri, certain: bool, depth: int
+        self, chain: Chain, rule: Rule, lookup: Lookup, m: Tri, certain: bool, depth: int
     ) -> tuple[str, bool, bool]:
-        data = val.get("data")
-        if isinstance(data, str) and data.startswith("@"):
-            named = self.rs.sets.get((chain.family, chain.table, data[1:]))
+        data = lookup.data
+        entries: Sequence[tuple[Any, ...]] | None  # (key, data, ...)
+        if isinstance(data, SetRef):
+            named = self.rs.sets.get((chain.family, chain.table, data.name))
             entries = None if named is None else named.elements
         else:
-            anonymous = data.get("set") if isinstance(data, dict) else None
-            entries = _elements(self.rs, anonymous) if isinstance(anonymous, list) else None
+            entries = data.pairs if isinstance(data, MapOf) else None
         if entries is None:
             return "continue", False, False
         for entry in entries:
-            if not isinstance(entry.data, dict):
+            key, value = entry[0], entry[1]
+            if not isinstance(value, Verdict | Jump | Goto | Unknown) or (
+                isinstance(value, Unknown) and type(value.raw) is not dict
+            ):
                 certain = False
                 continue
-            match = {"op": "==", "left": val.get("key"), "right": entry.key}
-            match = _once(self.rs, ("vmap", id(val), id(entry)), match)
+            match = _once(self.rs, ("vmap", id(lookup), id(entry)), Match(lookup.key, key))
             cond = t_and(m, self.judge.match(match))
-            verdict = None if (found := tagged(entry.data)) is None else _verdict(*found)
+            verdict = _verdict(value)
             if cond is Tri.NO:
                 continue
             if verdict is None:

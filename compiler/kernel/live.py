@@ -19,7 +19,7 @@ from nftfwd.kernel.libnft import Nft
 from nftfwd.kernel.owner import owned_table_error
 from nftfwd.kernel.sandbox import kernel_outline
 from nftfwd.model import Host
-from nftfwd.nftjson import add_commands, read_objects
+from nftfwd.nftjson import add_commands, read_document, read_objects
 from nftfwd.plan import (
     ForwardKey,
     Target,
@@ -66,7 +66,7 @@ def compiled_side(table: Table) -> Compiled:
     commands = batch(table)
     bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
     outline = kernel_outline(render_json(bare), "json", table.family, table.name)
-    listed = read_objects(commands["nftables"])
+    listed = read_document(commands)
     return Compiled(
         commands, outline, forwards_of(listed, table.name), elements_of(listed, table.name)
     )

@@ -24,6 +24,7 @@ from nftfwd.doctor.listing import rule_texts, xt_conditions
 from nftfwd.doctor.ruleset import analyse_ruleset
 from nftfwd.doctor.run import exit_code, format_findings
 from nftfwd.errors import NftfwdError
+from nftfwd.ir import Ct, Fib, Match, Payload, Range, SetOf
 from nftfwd.libvirt import open_mode_steps
 from nftfwd.model import Bridge, Forward, Guest, Host, PortRange
 
@@ -316,35 +317,19 @@ def test_rule_texts_are_keyed_by_table_chain_and_handle() -> None:
 
 
 def test_xt_conditions_translate_what_nft_prints() -> None:
+    """Into what nftjson reads a rule's matches as (the IR's types)."""
     assert xt_conditions("conntrack", "ct state related,established accept") == [
-        {
-            "match": {
-                "op": "==",
-                "left": {"ct": {"key": "state"}},
-                "right": {"set": ["related", "established"]},
-            }
-        }
+        Match(Ct("state"), SetOf(("related", "established")))
     ]
-    assert xt_conditions("conntrack", "ct state ! new accept") == [
-        {"match": {"op": "!=", "left": {"ct": {"key": "state"}}, "right": "new"}}
-    ]
+    assert xt_conditions("conntrack", "ct state ! new accept") == [Match(Ct("state"), "new", "!=")]
     assert xt_conditions("addrtype", "fib daddr type local jump DOCKER") == [
-        {
-            "match": {
-                "op": "==",
-                "left": {"fib": {"result": "type", "flags": ["daddr"]}},
-                "right": "local",
-            }
-        }
+        Match(Fib(("daddr",), "type"), "local")
     ]
     assert xt_conditions("multiport", "tcp dport { 80, 443 } accept") == [
-        {
-            "match": {
-                "op": "==",
-                "left": {"payload": {"protocol": "tcp", "field": "dport"}},
-                "right": {"set": [80, 443]},
-            }
-        }
+        Match(Payload("tcp", "dport"), SetOf((80, 443)))
+    ]
+    assert xt_conditions("multiport", "tcp dport 8000-8010 accept") == [
+        Match(Payload("tcp", "dport"), Range(8000, 8010))
     ]
     assert xt_conditions("comment", "accept") == []
     assert xt_conditions("physdev", "xt match physdev accept") is None

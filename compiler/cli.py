@@ -505,6 +505,36 @@ def confirm_command() -> None:
     print(confirm_pending())
 
 
+@app.command(short_help="Remove nftfwd's table from the kernel; nothing else.")
+def unload(
+    model: ModelArg = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Say whether there is a table to remove, and stop."),
+    ] = False,
+) -> None:
+    """Remove nftfwd's table (the model's table:, else the one nftfwd last loaded), and
+    nothing else: other tables, the unit, the hook, the model and the state stay. A load
+    that waits for confirmation is cancelled first, so its guard does not bring the
+    table back.
+
+    Exit codes: 0 removed, or not loaded; 1 --dry-run: the table is loaded and would be
+    removed; 2 error.
+    """
+    from nftfwd.kernel.service import unload as run_unload
+
+    done = run_unload(model, dry_run=dry_run)
+    if done.note:
+        print(done.note, file=sys.stderr)
+    if not done.loaded:
+        print(f"table inet {done.table} is not loaded; nothing to remove.")
+    elif dry_run:
+        print(f"would remove table inet {done.table}.")
+        raise typer.Exit(1)
+    else:
+        print(f"removed table inet {done.table}.")
+
+
 def _self_path() -> str:
     """The nftfwd executable the unit and the hook should run."""
     import shutil

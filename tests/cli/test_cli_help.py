@@ -15,8 +15,8 @@ from nftfwd.cli import _color
 
 HOMELAB = REPO / "examples" / "homelab.yaml"
 COMMANDS = [
-    ["build"], ["check"], ["diff"], ["load"], ["doctor"], ["confirm"], ["install"],
-    ["uninstall"], ["schema"], ["libvirt", "import"], ["trace"],
+    ["build"], ["check"], ["diff"], ["load"], ["doctor"], ["trace"], ["confirm"],
+    ["unload"], ["install"], ["uninstall"], ["schema"], ["libvirt", "import"],
 ]  # fmt: skip
 
 
@@ -31,8 +31,8 @@ def test_main_help_lists_whole_sentences_and_examples() -> None:
     assert done.code == 0
     commands = listed(done.stdout)
     assert set(commands) == {
-        "build", "check", "diff", "load", "doctor", "confirm", "install", "uninstall",
-        "schema", "libvirt", "trace",
+        "build", "check", "diff", "load", "doctor", "trace", "confirm", "unload",
+        "install", "uninstall", "schema", "libvirt",
     }  # fmt: skip
     for name, summary in commands.items():
         assert summary[0].isupper() and summary.endswith(".") and "..." not in summary, name

@@ -35,6 +35,7 @@ EXAMPLES = """Examples:
   nftfwd diff --from old.yaml --format markdown  # a model change, for review
   nftfwd load --atomic --confirm 60     # apply; undone unless confirmed
   nftfwd doctor                         # what stops a forward here; the fix
+  nftfwd trace 2222                     # follow one connection; name what stops it
   nftfwd install                        # load the model at every boot
 
 MODEL is a model file; without it, $NFTFWD_CONFIG, ./nftfwd.yaml or
@@ -386,6 +387,113 @@ def doctor(
     raise typer.Exit(exit_code(findings, strict=strict))
 
 
+class TraceProto(StrEnum):
+    tcp = "tcp"
+    udp = "udp"
+
+
+class TraceFamily(StrEnum):
+    v4 = "4"
+    v6 = "6"
+
+
+def _trace_arguments(words: list[str]) -> tuple[Path | None, int]:
+    """[MODEL] PORT: one word is the port, two are the model and the port."""
+    if len(words) not in (1, 2):
+        _fail("give the host port to trace, after the model file if any: nftfwd trace [MODEL] PORT")
+    port = words[-1]
+    if not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        _fail(f"PORT: '{port[:20]}' is not a port (1-65535); give the host port of a forward.")
+    return (Path(words[0]) if len(words) == 2 else None), int(port)
+
+
+@app.command(short_help="Follow one real connection to a forward through every table.")
+def trace(
+    words: Annotated[
+        list[str],
+        typer.Argument(
+            metavar="[MODEL] PORT",
+            help="Model file (optional, as for the other "
+            "commands), then the host port of a forward.",
+            show_default=False,
+        ),
+    ],
+    host: HostOpt = None,
+    proto: Annotated[
+        TraceProto, typer.Option("--proto", metavar="PROTO", help="tcp or udp.")
+    ] = TraceProto.tcp,
+    client: Annotated[
+        str | None,
+        typer.Option("--from", metavar="ADDR", help="Trace only a connection from this address."),
+    ] = None,
+    family: Annotated[
+        TraceFamily | None,
+        typer.Option(
+            "--family",
+            metavar="FAMILY",
+            help="4 or 6: trace only IPv4 or IPv6.",
+            show_default=False,
+        ),
+    ] = None,
+    timeout: Annotated[
+        float,
+        typer.Option(
+            "--timeout",
+            metavar="SECONDS",
+            min=0.1,
+            max=3600,
+            help="How long to wait for the connection and its reply.",
+        ),
+    ] = 60.0,
+    probe: Annotated[
+        bool,
+        typer.Option("--probe", help="Make the connection from this host itself (hairpin)."),
+    ] = False,
+    output_format: Annotated[
+        ReportFormat,
+        typer.Option("--format", metavar="FORMAT", help="text, or json (one document)."),
+    ] = ReportFormat.text,
+) -> None:
+    """Follow the first new connection to a forward through every table of this host.
+
+    A small table of its own (inet nftfwd_trace) marks that connection, both directions,
+    for the kernel's tracing; `nft monitor` reports every rule it passes, in every table.
+    The path is printed in order (hook, table, chain, rule, handle, verdict), with the
+    DNAT, the route and the end: delivered, or the rule or policy that stopped it. The
+    table is removed at the end, always.
+
+    Exit codes: 0 delivered (the guest answered), 1 stopped (the rule is named), 2 error
+    (the port is not a forward, another trace runs, not root), 4 nothing came within the
+    timeout (no connection, or no answer from the guest).
+    """
+    from nftfwd.compiler import load_model
+    from nftfwd.config import model_path, select_host
+    from nftfwd.kernel.trace import TraceOptions, run_trace, trace_doctor
+    from nftfwd.trace_report import format_json, format_text
+
+    model, port = _trace_arguments(words)
+    loaded = load_model(model_path(model))
+    chosen = select_host(loaded, host)
+    options = TraceOptions(
+        port=port,
+        proto="udp" if proto is TraceProto.udp else "tcp",
+        client=client,
+        family=None if family is None else ("ip" if family is TraceFamily.v4 else "ip6"),
+        timeout=timeout,
+        probe=probe,
+    )
+
+    def say(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
+    report = run_trace(chosen, loaded.table, options, say, doctor=trace_doctor)
+    if output_format is ReportFormat.json:
+        sys.stdout.write(format_json(report))
+    else:
+        sys.stdout.write(format_text(report))
+    raise typer.Exit(report.trace.exit_code)
+
+
 @app.command("confirm", short_help="Keep the rules of a pending `load --confirm`.")
 def confirm_command() -> None:
     """Keep the rules of a pending `load --confirm`.
@@ -395,6 +503,36 @@ def confirm_command() -> None:
     from nftfwd.kernel.load import confirm_pending
 
     print(confirm_pending())
+
+
+@app.command(short_help="Remove nftfwd's table from the kernel; nothing else.")
+def unload(
+    model: ModelArg = None,
+    dry_run: Annotated[
+        bool,
+        typer.Option("--dry-run", help="Say whether there is a table to remove, and stop."),
+    ] = False,
+) -> None:
+    """Remove nftfwd's table (the model's table:, else the one nftfwd last loaded), and
+    nothing else: other tables, the unit, the hook, the model and the state stay. A load
+    that waits for confirmation is cancelled first, so its guard does not bring the
+    table back.
+
+    Exit codes: 0 removed, or not loaded; 1 --dry-run: the table is loaded and would be
+    removed; 2 error.
+    """
+    from nftfwd.kernel.service import unload as run_unload
+
+    done = run_unload(model, dry_run=dry_run)
+    if done.note:
+        print(done.note, file=sys.stderr)
+    if not done.loaded:
+        print(f"table inet {done.table} is not loaded; nothing to remove.")
+    elif dry_run:
+        print(f"would remove table inet {done.table}.")
+        raise typer.Exit(1)
+    else:
+        print(f"removed table inet {done.table}.")
 
 
 def _self_path() -> str:

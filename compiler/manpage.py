@@ -35,14 +35,27 @@ _FILES = (
 )
 _ENVIRONMENT = (
     ("NFTFWD_CONFIG", "The model file, when a command is given none."),
-    ("NFTFWD_STATE_DIR", "Where load keeps its rollback state (default /var/lib/nftfwd)."),
+    (
+        "NFTFWD_STATE_DIR",
+        "Where load keeps its lock and rollback state (default /var/lib/nftfwd); one per "
+        "host, or per network namespace that runs nftfwd as a host of its own.",
+    ),
     ("NO_COLOR", "Set to any value: no colours, even on a terminal."),
 )
 _EXIT_STATUS = (
-    ("0", "Done; nothing to change (diff, load); healthy (doctor)."),
-    ("1", "Changes found (diff, load --dry-run), declined (load), findings (doctor)."),
+    (
+        "0",
+        "Done; nothing to change (diff, load) or to remove (unload); healthy (doctor); "
+        "delivered (trace).",
+    ),
+    (
+        "1",
+        "Changes found (diff, load --dry-run), a table to remove (unload --dry-run), "
+        "declined (load), findings (doctor), stopped by a rule (trace).",
+    ),
     ("2", "An error, reported with file, line and key path; the host is unchanged."),
     ("3", "load --confirm rolled the rules back."),
+    ("4", "trace: nothing came within the timeout (no connection, or no answer)."),
 )
 
 

@@ -12,7 +12,7 @@ from types import ModuleType
 from typing import Any, cast
 
 from nftfwd.errors import NftfwdError
-from nftfwd.nftjson import name_protocols, read_objects
+from nftfwd.nftjson import Chain, name_protocols, read_objects
 
 # Debian's python3-nftables installs the binding here, for the system Python only;
 # a virtual environment made without --system-site-packages can still use it.
@@ -183,6 +183,11 @@ class Nft:
         finally:
             self._ctx.set_terse_output(terse)
             self._ctx.set_handle_output(handles)
+
+    def chains(self) -> list[Chain]:
+        """Every chain of every table, with its hook, priority and policy (`list chains`,
+        which nft 1.0.6 answers without fetching any set's elements)."""
+        return read_objects(self._json_items("list chains")).chains
 
     def tables(self) -> list[tuple[str, str]]:
         """(family, name) of every table, from the outline (see list_ruleset_parts)."""

@@ -1,18 +1,24 @@
-"""`install` and `uninstall` on the live host: nftfwd.service and nftfwd's table.
+"""`install`, `uninstall` and `unload` on the live host: nftfwd.service and nftfwd's table.
 
 install enables and starts the unit; uninstall stops and disables it and removes the
-table. The files they write and remove are nftfwd.install's."""
+table; unload removes the table alone. The files install and uninstall write and remove
+are nftfwd.install's. Both removals find the table one way (`installed_table`) and
+remove it one way (`delete_table`)."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from nftfwd.compiler import load_model
+from nftfwd.config import SYSTEM_MODEL, model_path
 from nftfwd.errors import NftfwdError
-from nftfwd.kernel.state import OWNED, owned_table, state_dir, state_path
+from nftfwd.kernel.libnft import Nft
+from nftfwd.kernel.pending import take_over
+from nftfwd.kernel.state import OWNED, exclusive_lock, owned_table, state_dir, state_path
 from nftfwd.kernel.system import delete_table, systemctl, systemd_running
 
 UNIT = "nftfwd.service"
@@ -126,3 +132,45 @@ def installed_table(model: Path, *, use_state: bool = True) -> tuple[str, str | 
         f"warning: the installed model {model} is broken ({first}); removing table inet "
         f"{name}, from {where}."
     )
+
+
+@dataclass(frozen=True)
+class Unloaded:
+    """What `unload` found: nftfwd's table, whether it was loaded (and so is removed,
+    unless it was a dry run), and a note when the model could not say the table properly."""
+
+    table: str
+    loaded: bool
+    note: str | None
+
+
+def unload(model: Path | None, *, dry_run: bool = False) -> Unloaded:
+    """`nftfwd unload`: remove nftfwd's table and nothing else (model.md, "Commands").
+
+    The table is found as uninstall finds it (`installed_table`): the model's, also of a
+    broken model, else the one nftfwd's state records, else the default; without a model
+    file anywhere, from the state alone. A load that waits for confirmation is cancelled
+    first, under the load lock, so that its guard cannot bring the table back later. The
+    unit, the hook, the model and the state files stay: `nftfwd load` brings the table
+    back, and so does the next boot where `nftfwd install` was run.
+    """
+    if model is not None and not (model.exists() or model.is_symlink()):
+        raise NftfwdError(f"{model}: no such model file.")
+    try:
+        path = model_path(model)
+    except NftfwdError:  # no model anywhere: the state (or the default) says which table
+        path = SYSTEM_MODEL
+    table, note = installed_table(path, use_state=True)
+    if os.geteuid() != 0:
+        raise NftfwdError(
+            f"nftfwd unload needs root: it reads and changes the kernel's ruleset "
+            f"(CAP_NET_ADMIN) and takes the load lock in {state_path()}."
+        )
+    if dry_run:
+        return Unloaded(table, Nft().has_table("inet", table), note)
+    with exclusive_lock():
+        take_over(state_dir(), None)
+        loaded = Nft().has_table("inet", table)
+        if loaded:
+            delete_table("inet", table)
+    return Unloaded(table, loaded, note)

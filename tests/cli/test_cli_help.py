@@ -15,8 +15,8 @@ from nftfwd.cli import _color
 
 HOMELAB = REPO / "examples" / "homelab.yaml"
 COMMANDS = [
-    ["build"], ["check"], ["diff"], ["load"], ["doctor"], ["confirm"], ["install"],
-    ["uninstall"], ["schema"], ["libvirt", "import"],
+    ["build"], ["check"], ["diff"], ["load"], ["doctor"], ["trace"], ["confirm"],
+    ["unload"], ["install"], ["uninstall"], ["schema"], ["libvirt", "import"],
 ]  # fmt: skip
 
 
@@ -31,8 +31,8 @@ def test_main_help_lists_whole_sentences_and_examples() -> None:
     assert done.code == 0
     commands = listed(done.stdout)
     assert set(commands) == {
-        "build", "check", "diff", "load", "doctor", "confirm", "install", "uninstall",
-        "schema", "libvirt",
+        "build", "check", "diff", "load", "doctor", "trace", "confirm", "unload",
+        "install", "uninstall", "schema", "libvirt",
     }  # fmt: skip
     for name, summary in commands.items():
         assert summary[0].isupper() and summary.endswith(".") and "..." not in summary, name
@@ -60,7 +60,9 @@ def test_every_command_states_its_exit_codes_with_one_placeholder_style(
     assert re.search(r"^  Exit codes: 0 ", text, re.M), text
     usage = text.splitlines()[0]
     # typer below 0.17 prints an optional MODEL without brackets and XML... without braces.
-    assert re.fullmatch(r"Usage: nftfwd [a-z ]+ \[OPTIONS\]( \[?MODEL\]?| \{?XML\.\.\.\}?)?", usage)
+    assert re.fullmatch(
+        r"Usage: nftfwd [a-z ]+ \[OPTIONS\]( \[?MODEL\]?| \{?XML\.\.\.\}?| \[MODEL\] PORT)?", usage
+    )
     options = text.split("Options:\n", 1)[1]
     metavars = re.findall(r"^  (?:-\w, )?--[\w-]+ (\S+)", options, re.M)
     assert all(re.fullmatch(r"[A-Z]+(\.\.\.)?", m) for m in metavars), metavars

@@ -17,8 +17,8 @@ from nftfwd.install import DEFAULT_TABLE, PACKAGED_BIN, hook_text, unit_text
 from nftfwd.manpage import _text, render_manpage
 
 COMMANDS = [
-    *("build", "check", "diff", "load", "doctor", "confirm", "install", "uninstall", "schema"),
-    *("libvirt", "libvirt import"),
+    *("build", "check", "diff", "load", "doctor", "trace", "confirm", "unload", "install"),
+    *("uninstall", "schema", "libvirt", "libvirt import"),
 ]  # not `libvirt hook`: libvirt runs it, people do not, so it is hidden everywhere
 
 

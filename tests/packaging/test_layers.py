@@ -75,6 +75,10 @@ LAYERS = {
     "nftfwd.doctor.shape": PURE,
     "nftfwd.doctor.tri": PURE,
     "nftfwd.doctor.walk": PURE,
+    "nftfwd.trace_events": PURE,  # trace: the monitor's lines, typed
+    "nftfwd.trace_path": PURE,  # trace: events folded into a path and its end
+    "nftfwd.trace_plan": PURE,  # trace: the forward traced, the trace table
+    "nftfwd.trace_report": PURE,  # trace: text and JSON
     # host adapters: libnftables, namespaces, netlink, /proc and `ip`, sysctl, systemd,
     # files and the state directory
     "nftfwd.files": HOST,
@@ -90,6 +94,7 @@ LAYERS = {
     "nftfwd.kernel.state": HOST,
     "nftfwd.kernel.pending": HOST,
     "nftfwd.kernel.hooklog": HOST,
+    "nftfwd.kernel.tracer": HOST,  # trace table, nft monitor child, --probe
     # orchestration: one command each
     "nftfwd.compiler": ORCHESTRATION,  # build: the pure stages in a row
     "nftfwd.kernel.check": ORCHESTRATION,  # check
@@ -100,6 +105,7 @@ LAYERS = {
     "nftfwd.kernel.hook": ORCHESTRATION,  # libvirt hook
     "nftfwd.install": ORCHESTRATION,  # install, uninstall: the files
     "nftfwd.kernel.service": ORCHESTRATION,  # install, uninstall: systemd and the table
+    "nftfwd.kernel.trace": ORCHESTRATION,  # trace
     # the command line, and what is built from it
     "nftfwd.cli": CLI,
     "nftfwd.__main__": CLI,

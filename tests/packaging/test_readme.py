@@ -29,7 +29,9 @@ shows: `diff`, `load` and `confirm` on the homelab host with main.yaml loaded, n
 in /etc/nftfwd and three connections open through the database's forward; `doctor` on
 seed004's host (tests/seed004_host.py) with libvirt's real iptables-nft rules of
 its NAT mode and Debian's stock nftables.conf, and `doctor --format json` on the same
-host once doctor's fix put the network in open mode (libvirt's rules gone).
+host once doctor's fix put the network in open mode (libvirt's rules gone); `trace` on
+the same two hosts, client0 connecting while it waits (its port, which the kernel picks,
+read as 40000).
 
 `pytest tests/packaging/test_readme.py --update-readme` rewrites the checked transcripts' outputs
 from the real ones (outputs with `...` are left for a human to edit); review with
@@ -238,10 +240,26 @@ exec "$@"
 """
 
 
+def run_with_client(argv: list[str], topo: Topology) -> tuple[str, int]:
+    """`nftfwd trace PORT`: once it says to connect (its first line), client0 connects to
+    the host's port; the client's port, which the kernel picks, reads 40000."""
+    process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True, stdin=subprocess.DEVNULL, env=clean_env())  # fmt: skip
+    assert process.stdout is not None
+    first = process.stdout.readline()
+    if " now; waiting up to " in first:
+        port = int(next(a for a in reversed(argv) if a.isdigit()))
+        topo.request("client0", "tcp", topo.host_address(4), port, timeout=2)
+    rest, _ = process.communicate(timeout=120)
+    output = re.sub(rf"({re.escape(topo.client_address(4))}):\d+", r"\1:40000", first + rest)
+    return output, process.returncode
+
+
 def debian_host(topo: Topology, tmp_path: Path, model: Path, nftables_conf: str,
                 network_xml: str) -> Scene:  # fmt: skip
     """nftfwd run in the topology's host namespace, on a Debian /etc (DEBIAN_ETC) of its
-    own mount namespace, with the topology's state directory."""
+    own mount namespace, with the topology's state directory. `trace` (without --probe)
+    gets a connection from client0 while it waits (run_with_client)."""
     upper, work = tmp_path / "upper", tmp_path / "work"
     (upper / "nftfwd").mkdir(parents=True)
     work.mkdir()
@@ -253,7 +271,13 @@ def debian_host(topo: Topology, tmp_path: Path, model: Path, nftables_conf: str,
     prefix = ["ip", "netns", "exec", topo.ns["host"], "env", f"NFTFWD_STATE_DIR={state}",
               f"UPPER={upper}", f"WORK={work}", f"NETWORK_XML={xml}", "unshare", "--mount",
               "--propagation", "private", "sh", "-c", DEBIAN_ETC, "sh"]  # fmt: skip
-    return Scene(lambda args: run_argv([*prefix, NFTFWD, *args]), {str(state): README_STATE_DIR})
+
+    def run(args: list[str]) -> tuple[str, int]:
+        if args[:1] == ["trace"] and "--probe" not in args:
+            return run_with_client([*prefix, NFTFWD, *args], topo)
+        return run_argv([*prefix, NFTFWD, *args])
+
+    return Scene(run, {str(state): README_STATE_DIR})
 
 
 def libvirt_network(mode: str) -> str:
@@ -321,6 +345,10 @@ SCENES: dict[str, Setting] = {
     ),
     "nftfwd doctor": Setting(lambda tmp: seed004_host(tmp, libvirt_nat=True), True),
     "nftfwd doctor --format json": Setting(lambda tmp: seed004_host(tmp, libvirt_nat=False), True),
+    "nftfwd trace 2222": Setting(lambda tmp: seed004_host(tmp, libvirt_nat=True), True),
+    "nftfwd trace 2222 --from 203.0.113.100": Setting(
+        lambda tmp: seed004_host(tmp, libvirt_nat=False), True
+    ),
 }
 
 NOT_PRODUCIBLE = {

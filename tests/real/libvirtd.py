@@ -309,6 +309,13 @@ class Libvirt:
     def nftfwd_cmd(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         return self.run(self.nftfwd, *args, check=check)
 
+    def nftfwd_popen(self, *args: str) -> subprocess.Popen[str]:
+        """`nftfwd ARGS` beside libvirtd, running on (its stdout and stderr piped)."""
+        return subprocess.Popen(
+            [*self._enter(), self.nftfwd, *args], stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )  # fmt: skip
+
     def start_daemon(self) -> None:
         """Start libvirtd (foreground, its own pid) and wait until virsh reaches it."""
         self.daemon = subprocess.Popen(

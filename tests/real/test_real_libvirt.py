@@ -7,6 +7,8 @@ another namespace on virbr0 stands in for a guest (libvirtd.py has the setup).
   added, `load`; doctor names libvirt's real rejecting rule, packets prove the forward
   fails; the fixes doctor prints, run as printed one finding at a time (as an admin
   would), end with doctor exiting 0 and packets through the forward.
+- `nftfwd trace` follows a real connection to the forward and names libvirt's rejecting
+  rule, with doctor's finding id, before the fix.
 - The hook, laid out by `nftfwd install --root`, is run by libvirtd itself on net-start
   and net-update and reloads nftfwd's table; a broken model never stops a network.
 """
@@ -112,6 +114,17 @@ def load(lv: Libvirt, *extra: str) -> None:
     assert done.returncode == 0, f"load exited {done.returncode}:\n{done.stdout}{done.stderr}"
 
 
+def trace(lv: Libvirt, port: int) -> subprocess.CompletedProcess[str]:
+    """`nftfwd trace PORT`, the client connecting once trace says to (its first line)."""
+    process = lv.nftfwd_popen("trace", str(port), "--timeout", "20")
+    assert process.stderr is not None
+    prompt = process.stderr.readline()
+    assert " now; waiting up to 20 s" in prompt, prompt
+    lv.request("tcp", port)
+    out, err = process.communicate(timeout=60)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, prompt + err)
+
+
 def hostname(lv: Libvirt) -> str:
     return lv.run("uname", "-n").stdout.strip()
 
@@ -181,6 +194,12 @@ def test_doctor_names_libvirts_rule_and_the_fix_it_prints_opens_the_forward(
     load(lv, "--enable-forwarding")
     refused = lv.request("tcp", 2222)
     assert not refused.ok and refused.error == "refused", refused  # libvirt's reject
+
+    traced = trace(lv, 2222)  # the kernel names the same rule, on a real connection
+    assert traced.returncode == 1, traced.stdout + traced.stderr
+    assert "\nstopped: rejected by " in traced.stdout, traced.stdout
+    assert f"doctor: foreign-chain-rejects: {backend.rejecting_rule}" in traced.stdout
+    assert "nftfwd_trace" not in lv.run("nft", "list", "ruleset").stdout
 
     report = doctor(lv)
     history = [report.text]

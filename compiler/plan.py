@@ -62,6 +62,15 @@ class ForwardChange:
         assert self.new is not None
         return self.new.port + (host_port - self.key.port) * self.new_step
 
+    @property
+    def moves_traffic(self) -> bool:
+        """Whether a port of the run now goes elsewhere (or nowhere): not when only the
+        comment changed, so its connections may stay."""
+        old, new = self.old, self.new
+        if old is None or new is None:
+            return True
+        return (old.address, old.port, self.old_step) != (new.address, new.port, self.new_step)
+
     def guest_ports(self, target: Target) -> tuple[int, int]:
         """First and last guest port of `target` (this change's old or new) along the run."""
         step = self.old_step if target is self.old else self.new_step

@@ -60,6 +60,12 @@ class Finding:
     severity: Severity
 
 
+def with_comment(name: str, comment: str | None) -> str:
+    """A forward's name in a message, with what its elements say it is for (model.md's
+    `comment`), so that the message and `nft list ruleset` name it alike."""
+    return name if comment is None else f'{name} "{comment}"'
+
+
 def sort_key(finding: Finding) -> tuple[int, str, str, str, str, str]:
     rank = ORDER.index(finding.id) if finding.id in ORDER else len(ORDER)
     return (rank, finding.id, finding.subject, finding.message, finding.fix, finding.severity)

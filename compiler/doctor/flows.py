@@ -16,7 +16,7 @@ from ipaddress import ip_network
 from typing import Any
 
 from nftfwd.claims import Reach, host_reaches
-from nftfwd.doctor.findings import AcceptSpec
+from nftfwd.doctor.findings import AcceptSpec, with_comment
 from nftfwd.doctor.tri import Tri, t_merge
 from nftfwd.model import (
     FAMILIES,
@@ -152,9 +152,10 @@ def _forward_flows(
     bridge, guest, fw, fam = reach.bridge, reach.guest, reach.forward, reach.family
     address, sources, listen = reach.target, reach.sources, _listen(host, reach, addresses)
     g, protos, to = ip_network(address), fw.protos, (fw.to,)
-    what = f"{'/'.join(protos)} port {fw.port}, forwarded to {guest.name} {address} port {fw.to}"
-    if reach.comment is not None:  # what the forward is for, as its elements say
-        what += f' "{reach.comment}"'
+    what = with_comment(
+        f"{'/'.join(protos)} port {fw.port}, forwarded to {guest.name} {address} port {fw.to}",
+        reach.comment,
+    )
     clients: tuple[Addr, ...] = sources or (ANYWHERE,)
     new = Packet(
         fam, (), (bridge.name,), (), (g,), protos, None, to, "new", "original", Tri.YES, Tri.NO

@@ -11,7 +11,13 @@ from dataclasses import dataclass, field
 
 from nftfwd.config import SYSCTL_FILE
 from nftfwd.doctor.boot import BootUnits, check_nftables_conf
-from nftfwd.doctor.findings import Finding, sorted_findings, sysctl_fix, sysctl_key
+from nftfwd.doctor.findings import (
+    Finding,
+    sorted_findings,
+    sysctl_fix,
+    sysctl_key,
+    with_comment,
+)
 from nftfwd.model import Bridge, Family, Forward, Guest, Host, IPAddress
 
 NFTABLES_CONF = "/etc/nftables.conf"
@@ -289,8 +295,7 @@ def check_listeners(host: Host, state: HostState) -> list[Finding]:
                     if not _takes_over(host, fw, lst, bridge_addrs):
                         continue
                     where = f"{lst.proto} {_show(lst.address)}:{lst.port}"
-                    comment = guest.comment_of(fw)
-                    named = fw.path if comment is None else f'{fw.path} "{comment}"'
+                    named = with_comment(fw.path, guest.comment_of(fw))
                     message = (
                         f"A local service listens on {where}, a port that forward {named} sends "
                         f"to guest {guest.name}: connections to a host address at it reach the "

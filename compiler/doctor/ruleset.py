@@ -24,6 +24,7 @@ from nftfwd.doctor.findings import (
     owned_insert_fix,
     owned_table_fix,
     sorted_findings,
+    with_comment,
 )
 from nftfwd.doctor.flows import DSTNAT, SRCNAT, Flow, build_flows, spec_for, view
 from nftfwd.doctor.listing import Chain, Rule, Ruleset, index_ruleset
@@ -133,8 +134,8 @@ def _forward_names(hit: Hit) -> str:
         fw = flow.forward
         if fw is not None:
             comment = flow.guest.comment_of(fw) if flow.guest is not None else None
-            note = "" if comment is None else f' "{comment}"'
-            names.append(f"{'/'.join(fw.protos)} port {fw.port} of forward {fw.path}{note}")
+            name = f"{'/'.join(fw.protos)} port {fw.port} of forward {fw.path}"
+            names.append(with_comment(name, comment))
     return "; ".join(dict.fromkeys(names))
 
 

@@ -69,18 +69,8 @@ def gone_flows(changes: Iterable[ForwardChange]) -> list[Flow]:
             c.old_step,
         )
         for c in changes
-        if c.change in ("-", "~") and c.old is not None and not _comment_only(c)
+        if c.change in ("-", "~") and c.old is not None and c.moves_traffic
     ]
-
-
-def _comment_only(change: ForwardChange) -> bool:
-    """Whether every port of the run goes where it went, only the comment differing."""
-    old, new = change.old, change.new
-    return (
-        old is not None
-        and new is not None
-        and (old.address, old.port, change.old_step) == (new.address, new.port, change.new_step)
-    )
 
 
 @dataclass(frozen=True)

@@ -222,10 +222,10 @@ def diff(
 
         diffs = models_diff(load_model(old), load_model(model_path(model)), host)
     else:
-        from nftfwd.kernel.live import host_diff
+        from nftfwd.kernel.live import table_diff
 
         _, chosen, table = _compiled(model, host)
-        diffs = [host_diff(chosen, table)]
+        diffs = [table_diff(chosen, table)]
     if output_format is DiffFormat.markdown:
         sys.stdout.write(format_markdown(diffs))
     elif output_format is DiffFormat.json:

@@ -5,33 +5,14 @@ Markdown for a pull request is markdown.py's; JSON is plan_json.py's."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 
-from nftfwd.model import Host
 from nftfwd.nft_text import shown_comment
-from nftfwd.plan import ElementChange, ForwardChange, Target
+from nftfwd.plan import ElementChange, ForwardChange, HostDiff, Target
 
 GREEN, RED, YELLOW, BOLD, RESET = "\033[32m", "\033[31m", "\033[33m", "\033[1m", "\033[0m"
 FAMILY = {"ip": "IPv4", "ip6": "IPv6"}
 COLOR_OF = {"+": GREEN, "-": RED, "~": YELLOW}
 ELEMENTS_SHOWN = 10  # per set or map; the forwards above say the rest in the model's terms
-
-
-@dataclass(frozen=True)
-class HostDiff:
-    """The difference for one host: forwards, the rules as the kernel lists them, and the
-    elements of the table's sets and maps (when the rules are its outline)."""
-
-    host: str
-    table: str
-    forwards: list[ForwardChange]
-    rules: list[str]
-    guest_names: Mapping[str, str]  # guest address -> name, from the model(s)
-    elements: list[ElementChange] = field(default_factory=list)
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.forwards or self.rules or self.elements)
 
 
 def port_text(first: int, last: int) -> str:
@@ -108,16 +89,3 @@ def element_lines(changes: list[ElementChange]) -> list[str]:
             added = sum(1 for c in owned if c.change == "+")
             lines.append(f"  ... {owner}: {added} added and {len(owned) - added} removed in all")
     return lines
-
-
-def guest_names(*hosts: Host | None) -> dict[str, str]:
-    names: dict[str, str] = {}
-    for host in hosts:
-        if host is None:
-            continue
-        for bridge in host.bridges:
-            for guest in bridge.guests:
-                for address in (guest.address, guest.address6):
-                    if address is not None:
-                        names[str(address)] = guest.name
-    return names

@@ -9,8 +9,8 @@ import re
 import string
 from collections.abc import Mapping
 
-from nftfwd.diffview import FAMILY, HostDiff, describe, element_lines, port_text
-from nftfwd.plan import ForwardChange, Target
+from nftfwd.diffview import FAMILY, describe, element_lines, port_text
+from nftfwd.plan import ForwardChange, HostDiff, Target
 
 WORD = {"+": "added", "-": "removed", "~": "changed"}
 # Told apart three ways: colour, a dashed line for what goes, and the links' words.

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import difflib
 import json
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Literal, NamedTuple
 
 from nftfwd.ir import Jump, SetOf
 from nftfwd.lower import ANY, AT, map_of
-from nftfwd.model import FAMILIES
+from nftfwd.model import FAMILIES, Host
 from nftfwd.nft_text import element_text, value_text
 from nftfwd.nftjson import Document, Element, Rule, element_json, read_element
 
@@ -223,3 +224,66 @@ def compare_elements(
 def _text(encoded: str) -> str:
     """One element of a set (a value) or a map (a `key : data` pair) in nft's syntax."""
     return element_text(read_element(json.loads(encoded)))
+
+
+class Side(NamedTuple):
+    """One side of a comparison, each part read once: the rules outside the sets and maps
+    as text (the outline), the forwards in its maps, and every set's elements."""
+
+    outline: str
+    forwards: dict[ForwardKey, Target]
+    elements: dict[str, frozenset[str]]
+
+
+NO_SIDE = Side("", {}, {})  # a host or table that is not there
+
+
+def side_of(outline: str, listed: Document, table: str) -> Side:
+    return Side(outline, forwards_of(listed, table), elements_of(listed, table))
+
+
+@dataclass(frozen=True)
+class HostDiff:
+    """The difference for one host: forwards, the rules as the kernel lists them, and the
+    elements of the table's sets and maps (when the rules are its outline)."""
+
+    host: str
+    table: str
+    forwards: list[ForwardChange]
+    rules: list[str]
+    guest_names: Mapping[str, str]  # guest address -> name, from the model(s)
+    elements: list[ElementChange] = field(default_factory=list)
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.forwards or self.rules or self.elements)
+
+
+def host_diff(
+    host: str, table: str, sides: tuple[Side, Side], names: tuple[str, str], *hosts: Host | None
+) -> HostDiff:
+    """What goes from `sides[0]` to `sides[1]` (named `names` in the rules' diff); the
+    guests are named from `hosts`. The one comparison of `diff`, `load` and `diff --from`."""
+    old, new = sides
+    return HostDiff(
+        host=host,
+        table=table,
+        forwards=compare(old.forwards, new.forwards),
+        rules=rules_diff(old.outline, new.outline, *names),
+        guest_names=guest_names(*hosts),
+        elements=compare_elements(old.elements, new.elements),
+    )
+
+
+def guest_names(*hosts: Host | None) -> dict[str, str]:
+    """Guest address -> name, for the plan's text."""
+    names: dict[str, str] = {}
+    for host in hosts:
+        if host is None:
+            continue
+        for bridge in host.bridges:
+            for guest in bridge.guests:
+                for address in (guest.address, guest.address6):
+                    if address is not None:
+                        names[str(address)] = guest.name
+    return names

@@ -11,8 +11,7 @@ import json
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
-from nftfwd.diffview import HostDiff
-from nftfwd.plan import ForwardChange, Target
+from nftfwd.plan import ForwardChange, HostDiff, Target
 
 FORMAT = 1  # the document's version: a change that breaks readers makes a new one
 FAMILY = {"ip": "ipv4", "ip6": "ipv6"}

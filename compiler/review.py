@@ -9,24 +9,13 @@ from __future__ import annotations
 from dataclasses import replace
 
 from nftfwd.config import find_host, host_list
-from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.errors import NftfwdError, echo
 from nftfwd.lower import lower_host
 from nftfwd.model import Host, Model
 from nftfwd.nftjson import read_document
-from nftfwd.plan import (
-    ForwardKey,
-    Target,
-    compare,
-    compare_elements,
-    elements_of,
-    forwards_of,
-    rules_diff,
-)
+from nftfwd.plan import NO_SIDE, HostDiff, Side, host_diff, side_of
 from nftfwd.render_json import batch
 from nftfwd.render_nft import render_nft
-
-Side = tuple[str, dict[ForwardKey, Target], dict[str, frozenset[str]]]
 
 
 def _find(model: Model, name: str) -> Host | None:
@@ -49,11 +38,10 @@ def _side(model: Model, host: Host | None) -> Side:
     """One side of the comparison: its rules (without elements) as nft text, its
     forwards, and the elements of its sets and maps."""
     if host is None:
-        return "", {}, {}
+        return NO_SIDE
     table = lower_host(model.table, host)
     bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
-    listed = read_document(batch(table))
-    return render_nft(bare), forwards_of(listed, model.table), elements_of(listed, model.table)
+    return side_of(render_nft(bare), read_document(batch(table)), model.table)
 
 
 def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]:
@@ -63,18 +51,8 @@ def models_diff(old: Model, new: Model, only_host: str | None) -> list[HostDiff]
     diffs = []
     for name in names:
         before, after = _find(old, name), _find(new, name)
-        old_text, old_fwd, old_elements = _side(old, before)
-        new_text, new_fwd, new_elements = _side(new, after)
-        diffs.append(
-            HostDiff(
-                host=name,
-                table=new.table if after else old.table,
-                forwards=compare(old_fwd, new_fwd),
-                rules=rules_diff(
-                    old_text, new_text, f"{old.source} ({name})", f"{new.source} ({name})"
-                ),
-                guest_names=guest_names(before, after),
-                elements=compare_elements(old_elements, new_elements),
-            )
-        )
+        sides = (_side(old, before), _side(new, after))
+        labels = (f"{old.source} ({name})", f"{new.source} ({name})")
+        table = new.table if after else old.table
+        diffs.append(host_diff(name, table, sides, labels, before, after))
     return diffs

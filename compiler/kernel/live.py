@@ -12,7 +12,6 @@ import json
 from dataclasses import dataclass, replace
 from typing import Any
 
-from nftfwd.diffview import HostDiff, guest_names
 from nftfwd.errors import NftfwdError
 from nftfwd.ir import Table
 from nftfwd.kernel.libnft import Nft
@@ -20,15 +19,7 @@ from nftfwd.kernel.owner import owned_table_error
 from nftfwd.kernel.sandbox import kernel_outline
 from nftfwd.model import Host
 from nftfwd.nftjson import add_commands, read_document, read_objects
-from nftfwd.plan import (
-    ForwardKey,
-    Target,
-    compare,
-    compare_elements,
-    elements_of,
-    forwards_of,
-    rules_diff,
-)
+from nftfwd.plan import HostDiff, Side, host_diff, side_of
 from nftfwd.render_json import batch, render_json
 
 Batch = dict[str, list[Any]]
@@ -51,13 +42,11 @@ def read_live(nft: Nft, table: Table) -> LiveTable:
 
 @dataclass(frozen=True)
 class Compiled:
-    """What the live table is compared with: the compiled batch, its outline as the
-    kernel prints it, its forwards, and the elements of its sets and maps."""
+    """What the live table is compared with: the compiled batch, and its side (its outline
+    as the kernel prints it, its forwards, and the elements of its sets and maps)."""
 
     batch: Batch
-    outline: str
-    forwards: dict[ForwardKey, Target]
-    elements: dict[str, frozenset[str]]
+    side: Side
 
 
 def compiled_side(table: Table) -> Compiled:
@@ -66,37 +55,30 @@ def compiled_side(table: Table) -> Compiled:
     commands = batch(table)
     bare = replace(table, sets=tuple(replace(s, elements=()) for s in table.sets))
     outline = kernel_outline(render_json(bare), "json", table.family, table.name)
-    listed = read_document(commands)
-    return Compiled(
-        commands, outline, forwards_of(listed, table.name), elements_of(listed, table.name)
-    )
+    return Compiled(commands, side_of(outline, read_document(commands), table.name))
+
+
+def live_side(live: LiveTable, table: Table) -> Side:
+    return side_of(live.outline or "", read_objects(live.objects), table.name)
 
 
 def live_diff(host: Host, table: Table, live: LiveTable, compiled: Compiled) -> HostDiff:
     """Forwards from the live maps against the compiled batch (the same element encoding
     as the kernel's listing), the outlines, and every set's elements."""
-    listed = read_objects(live.objects)
-    return HostDiff(
-        host=host.name,
-        table=table.name,
-        forwards=compare(forwards_of(listed, table.name), compiled.forwards),
-        rules=rules_diff(live.outline or "", compiled.outline, "live", "compiled"),
-        guest_names=guest_names(host),
-        elements=compare_elements(elements_of(listed, table.name), compiled.elements),
-    )
+    sides = (live_side(live, table), compiled.side)
+    return host_diff(host.name, table.name, sides, ("live", "compiled"), host)
 
 
-def host_diff(host: Host, table: Table) -> HostDiff:
+def table_diff(host: Host, table: Table) -> HostDiff:
     """`nftfwd diff`: what a load of this table would change on this host."""
     return live_diff(host, table, read_live(Nft(), table), compiled_side(table))
 
 
 def holds(live: LiveTable, compiled: Compiled, table: Table) -> bool:
     """Does the live table hold exactly the compiled one (read back after a load)?"""
-    return (
-        live.outline == compiled.outline
-        and elements_of(read_objects(live.objects), table.name) == compiled.elements
-    )
+    if live.outline != compiled.side.outline:
+        return False
+    return live_side(live, table).elements == compiled.side.elements
 
 
 def batch_file(commands: Batch) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from nftfwd.diffview import HostDiff, element_lines, format_text
+from nftfwd.diffview import element_lines, format_text
 from nftfwd.ir import Table
 from nftfwd.kernel.libnft import table_outlines
 from nftfwd.kernel.live import LiveTable, batch_file, restore_batch
 from nftfwd.nftjson import name_protocols, read_objects
-from nftfwd.plan import ElementChange, compare_elements, elements_of
+from nftfwd.plan import ElementChange, HostDiff, compare_elements, elements_of
 
 OUTLINE = """\
 # Warning: table ip filter is managed by iptables-nft, do not touch!

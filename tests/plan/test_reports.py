@@ -14,12 +14,11 @@ from cli_runner import run_cli
 from conftest import REPO, TEST_DATA
 from jsonschema import Draft202012Validator
 
-from nftfwd.diffview import HostDiff
 from nftfwd.doctor.boot import BootUnits, check_nftables_conf
 from nftfwd.doctor.findings import Finding, Severity
 from nftfwd.doctor.json_report import findings_document
 from nftfwd.markdown import flowchart, format_markdown, mermaid_text
-from nftfwd.plan import ForwardChange, ForwardKey, Target
+from nftfwd.plan import ForwardChange, ForwardKey, HostDiff, Target
 
 HOMELAB = REPO / "examples" / "homelab.yaml"
 FLEET = REPO / "examples" / "fleet.yaml"

@@ -79,6 +79,30 @@ def _number(word: str | None) -> int | None:
     return int(word) if word is not None and word.isdigit() else None
 
 
+# nft's names of the destination-unreachable codes (its icmp_code and icmpv6_code types):
+# nft 1.0.6 prints them in a trace, 1.1.3 the number.
+UNREACHABLE_CODES = {
+    "icmp": {
+        "0": "net-unreachable",
+        "1": "host-unreachable",
+        "2": "prot-unreachable",
+        "3": "port-unreachable",
+        "4": "frag-needed",
+        "9": "net-prohibited",
+        "10": "host-prohibited",
+        "13": "admin-prohibited",
+    },
+    "icmpv6": {
+        "0": "no-route",
+        "1": "admin-prohibited",
+        "3": "addr-unreachable",
+        "4": "port-unreachable",
+        "5": "policy-fail",
+        "6": "reject-route",
+    },
+}
+
+
 def parse_packet(text: str) -> PacketInfo:
     words = text.split()
     proto = _word_after(words, "ip", "protocol") or _word_after(words, "ip6", "nexthdr")
@@ -95,7 +119,10 @@ def parse_packet(text: str) -> PacketInfo:
     icmp = None
     match = re.search(r"(icmp|icmpv6) type (\S+)(?: icmp(?:v6)? code (\S+))?", text)
     if match:
-        icmp = " ".join(part for part in match.groups()[1:] if part)
+        family, kind, code = match.groups()
+        if code is not None and kind == "destination-unreachable":
+            code = UNREACHABLE_CODES[family].get(code, code)
+        icmp = " ".join(part for part in (kind, code) if part)
     saddr = _word_after(words, "ip", "saddr") or _word_after(words, "ip6", "saddr")
     daddr = _word_after(words, "ip", "daddr") or _word_after(words, "ip6", "daddr")
     iif, oif = _word_after(words, "iif"), _word_after(words, "oif")

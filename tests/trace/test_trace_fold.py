@@ -77,6 +77,18 @@ def test_event_lines_are_read_into_typed_events() -> None:
     assert parse_event("# new generation 3 by process 24090 (nft)") is None
 
 
+@pytest.mark.parametrize("code", ["port-unreachable", "3"])
+def test_an_unreachable_code_reads_by_name_as_nft_1_0_6_prints_it(code: str) -> None:
+    """nft 1.1.3 prints the number of the code, 1.0.6 its name; a trace says the name."""
+    event = parse_event(
+        'trace id 8dee1c4b ip filter OUTPUT packet: oif "eno1" ip saddr 203.0.113.1 '
+        "ip daddr 203.0.113.100 ip protocol icmp icmp type destination-unreachable "
+        f"icmp code {code} icmp id 0 icmp sequence 0"
+    )
+    assert event is not None and event.packet is not None
+    assert event.packet.icmp == "destination-unreachable port-unreachable"
+
+
 def test_base_chains_with_their_hooks() -> None:
     chains = listed_chains("libvirt-iptables")
     forward = chains[("ip", "filter", "FORWARD")]

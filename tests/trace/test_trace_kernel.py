@@ -35,6 +35,12 @@ ADMIN_DROP = """table inet filter {
 }
 """
 PROMPT_TIMEOUT = 15.0
+# How long a client waits for its answer. The trace sees the answer, or the drop, by
+# itself: a client whose connection is dropped only has to send its first packet.
+ANSWER_WAIT = 2.0
+DROPPED_WAIT = 0.3
+# --timeout for a trace that must time out (nftfwd's smallest): nothing is sent to it.
+NO_WAIT = "0.1"
 
 
 def _argv(topo: Topology, *args: str) -> list[str]:
@@ -109,14 +115,17 @@ def handle_of(topo: Topology, family: str, table: str, chain: str, rule: str) ->
     return int(match["handle"])
 
 
-def traced_connection(topo: Topology, *args: str, source: str | None = None) -> tuple[int, str]:
-    """Trace, connect from client0 once the trace waits, return (exit code, stdout)."""
+def traced_connection(
+    topo: Topology, *args: str, source: str | None = None, wait: float = ANSWER_WAIT
+) -> tuple[int, str]:
+    """Trace, connect from client0 once the trace waits (the client waits `wait` for its
+    answer), return (exit code, stdout)."""
     tracing = Tracing(topo, str(MODEL), "--host", HOST, "2222", "--timeout", "20", *args)
     assert tracing.prompt() == (
         "connect to any IPv4 address of this host port 2222 (tcp) from outside now; "
         "waiting up to 20 s"
     )
-    topo.request("client0", "tcp", topo.host_address(4), 2222, source=source, timeout=2)
+    topo.request("client0", "tcp", topo.host_address(4), 2222, source=source, timeout=wait)
     code, out, err = tracing.finish()
     assert code in (0, 1), err
     return code, out
@@ -170,7 +179,7 @@ def test_docker_forward_policy_drop_is_named() -> None:
         start(topo)
         load_setup(topo, "docker.rules")
         with ruleset_kept(topo):
-            code, out = traced_connection(topo)
+            code, out = traced_connection(topo, wait=DROPPED_WAIT)
         assert code == 1, out
         assert "stopped: dropped by ip filter FORWARD, policy drop.\n" in out
         assert "ip filter DOCKER-FORWARD, rule counter jump DOCKER-BRIDGE" in out
@@ -184,7 +193,7 @@ def test_admin_drop_rule_is_named_with_its_handle() -> None:
         topo.load_ruleset(ADMIN_DROP)
         handle = handle_of(topo, "inet", "filter", "forward", "tcp dport 22 drop")
         with ruleset_kept(topo):
-            code, out = traced_connection(topo)
+            code, out = traced_connection(topo, wait=DROPPED_WAIT)
         assert code == 1, out
         assert (
             f"stopped: dropped by inet filter forward, rule tcp dport 22 drop (handle {handle}).\n"
@@ -204,7 +213,9 @@ def test_client_outside_sources_is_left_without_dnat_by_nftfwds_own_rules() -> N
         with ruleset_kept(topo):
             tracing = Tracing(topo, str(path), "2222", "--timeout", "20")
             tracing.prompt()
-            topo.request("client0", "tcp", topo.host_address(4), 2222, source=other, timeout=2)
+            topo.request(
+                "client0", "tcp", topo.host_address(4), 2222, source=other, timeout=ANSWER_WAIT
+            )
             code, out, err = tracing.finish()
         assert code == 1, out + err
         assert out.splitlines()[1].startswith(f"packet {other}:")
@@ -276,7 +287,7 @@ def test_a_timeout_without_a_connection_exits_4() -> None:
     with seed004() as topo:
         start(topo)
         with ruleset_kept(topo):
-            done = run_trace(topo, str(MODEL), "2222", "--timeout", "1", "--format", "json")
+            done = run_trace(topo, str(MODEL), "2222", "--timeout", NO_WAIT, "--format", "json")
         assert done.returncode == 4, done.stderr
         document = json.loads(done.stdout)
         assert (document["format"], document["result"], document["exit_code"]) == (1, "nothing", 4)
@@ -289,7 +300,7 @@ def test_a_second_trace_is_refused_and_a_killed_ones_table_is_removed_by_the_nex
         with ruleset_kept(topo):
             first = Tracing(topo, str(MODEL), "2222", "--timeout", "30")
             first.prompt()
-            second = run_trace(topo, str(MODEL), "2222", "--timeout", "1")
+            second = run_trace(topo, str(MODEL), "2222", "--timeout", NO_WAIT)
             assert second.returncode == 2, second.stderr
             assert (
                 f"error: another trace is running (pid {first.process.pid}): one trace at a "
@@ -298,7 +309,7 @@ def test_a_second_trace_is_refused_and_a_killed_ones_table_is_removed_by_the_nex
             first.process.kill()  # SIGKILL: nothing of it cleans up; its monitor dies with it
             first.finish()
             assert "table inet nftfwd_trace" in stateless(topo)
-            third = run_trace(topo, str(MODEL), "2222", "--timeout", "1")
+            third = run_trace(topo, str(MODEL), "2222", "--timeout", NO_WAIT)
             assert third.returncode == 4, third.stderr
             assert "removed the trace table of an earlier trace that did not end." in third.stderr
 
@@ -335,7 +346,7 @@ def test_an_iptables_nft_xt_match_is_shown_as_nft_prints_it() -> None:
         rule = r'(meta l4proto|ip protocol) tcp xt match "?recent"? counter'
         handle = handle_of(topo, "ip", "filter", "FORWARD", rule)
         with ruleset_kept(topo):
-            code, out = traced_connection(topo)
+            code, out = traced_connection(topo, wait=DROPPED_WAIT)
         assert code == 1, out
         stopped = rf"stopped: dropped by ip filter FORWARD, rule {rule} drop \(handle {handle}\)\."
         assert re.search(stopped, out), out
@@ -386,7 +397,7 @@ def test_hairpin_false_leaves_a_guests_connection_without_dnat() -> None:
         with ruleset_kept(topo):
             tracing = Tracing(topo, str(path), "2222", "--timeout", "20")
             tracing.prompt()
-            topo.request("guest:web", "tcp", topo.host_address(4), 2222, timeout=2)
+            topo.request("guest:web", "tcp", topo.host_address(4), 2222, timeout=ANSWER_WAIT)
             code, out, err = tracing.finish()
         assert code == 1, out + err
         assert out.splitlines()[1].startswith("packet 192.168.50.10:")
@@ -394,3 +405,163 @@ def test_hairpin_false_leaves_a_guests_connection_without_dnat() -> None:
             "stopped: nftfwd's own rules leave it without DNAT (inet nftfwd prerouting, policy "
             "accept), so the forward is closed to this client" in out
         ), out
+
+
+# --- UDP and IPv6: tests/data/e2e/ipv6.yaml, host port 8080 -> web port 80, tcp and udp,
+# dual stack (web 192.168.50.10 and fd00:50::10 on br0); an echo server in the guest.
+
+DUAL = model_path("ipv6")
+# An admin's filter that stops one kind of connection to web; the rest passes.
+ADMIN_REJECT = """table inet filter {{
+\tchain forward {{
+\t\ttype filter hook forward priority filter; policy accept;
+\t\tct state established,related accept
+\t\t{rule}
+\t}}
+}}
+"""
+
+
+@contextlib.contextmanager
+def dual_stack(clients: list[str] | None = None) -> Iterator[Topology]:
+    extra = {0: clients} if clients else None
+    with Topology(read_model(DUAL), "e2e", extra_client_addresses=extra) as topo:
+        load(topo, DUAL, "e2e")
+        topo.serve("web", [80])
+        yield topo
+
+
+def traced_dual(
+    topo: Topology, *args: str, proto: str = "tcp", family: int = 4, prompt: str
+) -> tuple[int, str]:
+    """Trace port 8080 (ARGS), connect from client0 to the host's address of `family`
+    once the trace waits (PROMPT: what it said to do), return (exit code, stdout)."""
+    tracing = Tracing(topo, str(DUAL), "8080", "--timeout", "20", *args)
+    assert tracing.prompt() == f"connect to {prompt} now; waiting up to 20 s"
+    reply = topo.request("client0", proto, topo.host_address(family), 8080, timeout=ANSWER_WAIT)
+    code, out, err = tracing.finish()
+    assert code in (0, 1), err
+    assert reply.ok == (code == 0), reply
+    return code, out
+
+
+@pytest.mark.kernel
+def test_udp_forward_ends_in_the_guests_answer() -> None:
+    with dual_stack() as topo:
+        with ruleset_kept(topo):
+            code, out = traced_dual(
+                topo, "--proto", "udp", "--family", "4", proto="udp",
+                prompt="any IPv4 address of this host port 8080 (udp) from outside",
+            )  # fmt: skip
+        assert code == 0, out
+        lines = out.splitlines()
+        assert lines[0] == "trace of udp 8080 -> web 192.168.50.10 port 80, host e2e"
+        assert re.fullmatch(r"packet 203\.0\.113\.100:\d+ -> 203\.0\.113\.1:8080 \(udp\), "
+                            r"in on wan0", lines[1]), out  # fmt: skip
+        dnat = handle_of(topo, "inet", "nftfwd", "prerouting", "@dnat_port_any4")
+        assert re.match(r"  prerouting +inet nftfwd prerouting, rule .* dnat ip to .*"
+                        rf" \(handle {dnat}\): accept$", lines[2]), out  # fmt: skip
+        assert any(re.fullmatch(r"reply 192\.168\.50\.10:80 -> 203\.0\.113\.100:\d+ \(udp\), "
+                                r"in on br0", line) for line in lines), out  # fmt: skip
+        assert f"DNAT: to 192.168.50.10:80 (inet nftfwd prerouting, handle {dnat})" in lines
+        assert "route: leaves by br0" in lines
+        assert (
+            lines[-1] == "delivered: DNATed to web 192.168.50.10 port 80, and the guest answered."
+        )
+
+
+@pytest.mark.kernel
+def test_udp_forward_rejected_by_an_admins_rule_is_named() -> None:
+    with dual_stack() as topo:
+        topo.load_ruleset(ADMIN_REJECT.format(rule="udp dport 80 reject"))
+        handle = handle_of(topo, "inet", "filter", "forward", "udp dport 80 reject")
+        with ruleset_kept(topo):
+            code, out = traced_dual(
+                topo, "--proto", "udp", proto="udp",
+                prompt="any IPv4 address of this host port 8080 (udp) from outside",
+            )  # fmt: skip
+        assert code == 1, out
+        stopped = (
+            f"stopped: rejected by inet filter forward, rule udp dport 80 reject (handle {handle})"
+        )
+        assert f"{stopped}.\n" in out, out
+        # the host's ICMP error, by nft's name of its code whichever nft printed it
+        assert re.search(
+            r"^reply 203\.0\.113\.1 -> 203\.0\.113\.100 \(icmp\), sent by the host, out on wan0, "
+            r"icmp destination-unreachable port-unreachable$", out, re.MULTILINE,
+        ), out  # fmt: skip
+        doctor = "doctor: foreign-chain-rejects: table inet filter, chain forward, rule 2"
+        assert f"{doctor} (handle {handle})" in out
+
+
+@pytest.mark.kernel
+def test_ipv6_forward_ends_in_the_guests_reply() -> None:
+    with dual_stack() as topo:
+        with ruleset_kept(topo):
+            code, out = traced_dual(
+                topo, "--family", "6", family=6,
+                prompt="any IPv6 address of this host port 8080 (tcp) from outside",
+            )  # fmt: skip
+        assert code == 0, out
+        lines = out.splitlines()
+        assert lines[0] == "trace of tcp 8080 -> web fd00:50::10 port 80, host e2e"
+        assert re.fullmatch(r"packet \[2001:db8:1::100\]:\d+ -> \[2001:db8:1::1\]:8080 \(tcp\), "
+                            r"in on wan0, tcp flags syn", lines[1]), out  # fmt: skip
+        dnat = handle_of(topo, "inet", "nftfwd", "prerouting", "@dnat_port_any6")
+        assert re.match(r"  prerouting +inet nftfwd prerouting, rule .* dnat ip6 to .*"
+                        rf" \(handle {dnat}\): accept$", lines[2]), out  # fmt: skip
+        assert any(line.startswith("reply [fd00:50::10]:80 -> [2001:db8:1::100]:")
+                   for line in lines), out  # fmt: skip
+        assert f"DNAT: to [fd00:50::10]:80 (inet nftfwd prerouting, handle {dnat})" in lines
+        assert "route: leaves by br0" in lines
+        assert lines[-1] == "delivered: DNATed to web fd00:50::10 port 80, and the guest answered."
+
+
+@pytest.mark.kernel
+def test_ipv6_forward_rejected_by_an_admins_rule_is_named() -> None:
+    with dual_stack() as topo:
+        topo.load_ruleset(ADMIN_REJECT.format(rule="ip6 daddr fd00:50::10 tcp dport 80 reject"))
+        handle = handle_of(topo, "inet", "filter", "forward", "ip6 daddr fd00:50::10 tcp")
+        with ruleset_kept(topo):
+            code, out = traced_dual(
+                topo, "--family", "6", family=6,
+                prompt="any IPv6 address of this host port 8080 (tcp) from outside",
+            )  # fmt: skip
+        assert code == 1, out
+        # nft lists the rule with the reject's default spelled out
+        stopped = (
+            r"stopped: rejected by inet filter forward, rule ip6 daddr fd00:50::10 tcp "
+            rf"dport 80 reject with icmpv6 port-unreachable \(handle {handle}\)\.\n"
+        )
+        assert re.search(stopped, out), out
+        assert re.search(
+            r"^reply 2001:db8:1::1 -> 2001:db8:1::100 \(ipv6-icmp\), sent by the host, out on "
+            r"wan0, ipv6-icmp destination-unreachable port-unreachable$", out, re.MULTILINE,
+        ), out  # fmt: skip
+        doctor = "doctor: foreign-chain-rejects: table inet filter, chain forward, rule 2"
+        assert f"{doctor} (handle {handle})" in out
+
+
+@pytest.mark.kernel
+def test_from_an_ipv6_client_traces_only_its_connection() -> None:
+    chosen = "2001:db8:100::10"
+    with dual_stack([chosen]) as topo:
+        with ruleset_kept(topo):
+            tracing = Tracing(topo, str(DUAL), "8080", "--from", chosen, "--timeout", "20")
+            assert tracing.prompt() == (
+                f"connect to any IPv6 address of this host port 8080 (tcp) from {chosen} now; "
+                "waiting up to 20 s"
+            )
+            host6 = topo.host_address(6)
+            other = topo.request("client0", "tcp", host6, 8080, timeout=ANSWER_WAIT)  # not traced
+            assert other.ok, other
+            mine = topo.request("client0", "tcp", host6, 8080, source=chosen, timeout=ANSWER_WAIT)
+            assert mine.ok, mine
+            code, out, err = tracing.finish()
+        assert code == 0, out + err
+        lines = out.splitlines()
+        assert lines[0] == "trace of tcp 8080 -> web fd00:50::10 port 80, host e2e"
+        assert lines[1].startswith(f"packet [{chosen}]:"), out
+        assert any(line.startswith(f"reply [fd00:50::10]:80 -> [{chosen}]:") for line in lines)
+        assert "2001:db8:1::100" not in out
+        assert lines[-1] == "delivered: DNATed to web fd00:50::10 port 80, and the guest answered."

@@ -36,7 +36,8 @@ ADMIN_DROP = """table inet filter {
 """
 PROMPT_TIMEOUT = 15.0
 # How long a client waits for its answer. The trace sees the answer, or the drop, by
-# itself: a client whose connection is dropped only has to send its first packet.
+# itself: a client whose connection is dropped or rejected only has to send its first
+# packet.
 ANSWER_WAIT = 2.0
 DROPPED_WAIT = 0.3
 # --timeout for a trace that must time out (nftfwd's smallest): nothing is sent to it.
@@ -432,13 +433,19 @@ def dual_stack(clients: list[str] | None = None) -> Iterator[Topology]:
 
 
 def traced_dual(
-    topo: Topology, *args: str, proto: str = "tcp", family: int = 4, prompt: str
+    topo: Topology,
+    *args: str,
+    proto: str = "tcp",
+    family: int = 4,
+    prompt: str,
+    wait: float = ANSWER_WAIT,
 ) -> tuple[int, str]:
     """Trace port 8080 (ARGS), connect from client0 to the host's address of `family`
-    once the trace waits (PROMPT: what it said to do), return (exit code, stdout)."""
+    once the trace waits (PROMPT: what it said to do; the client waits `wait` for its
+    answer), return (exit code, stdout)."""
     tracing = Tracing(topo, str(DUAL), "8080", "--timeout", "20", *args)
     assert tracing.prompt() == f"connect to {prompt} now; waiting up to 20 s"
-    reply = topo.request("client0", proto, topo.host_address(family), 8080, timeout=ANSWER_WAIT)
+    reply = topo.request("client0", proto, topo.host_address(family), 8080, timeout=wait)
     code, out, err = tracing.finish()
     assert code in (0, 1), err
     assert reply.ok == (code == 0), reply
@@ -477,7 +484,7 @@ def test_udp_forward_rejected_by_an_admins_rule_is_named() -> None:
         handle = handle_of(topo, "inet", "filter", "forward", "udp dport 80 reject")
         with ruleset_kept(topo):
             code, out = traced_dual(
-                topo, "--proto", "udp", proto="udp",
+                topo, "--proto", "udp", proto="udp", wait=DROPPED_WAIT,
                 prompt="any IPv4 address of this host port 8080 (udp) from outside",
             )  # fmt: skip
         assert code == 1, out
@@ -524,7 +531,7 @@ def test_ipv6_forward_rejected_by_an_admins_rule_is_named() -> None:
         handle = handle_of(topo, "inet", "filter", "forward", "ip6 daddr fd00:50::10 tcp")
         with ruleset_kept(topo):
             code, out = traced_dual(
-                topo, "--family", "6", family=6,
+                topo, "--family", "6", family=6, wait=DROPPED_WAIT,
                 prompt="any IPv6 address of this host port 8080 (tcp) from outside",
             )  # fmt: skip
         assert code == 1, out

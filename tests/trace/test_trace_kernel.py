@@ -162,7 +162,7 @@ def test_libvirt_reject_in_nat_mode_is_named() -> None:
         start(topo)
         load_setup(topo, "libvirt-iptables.rules")
         with ruleset_kept(topo):
-            code, out = traced_connection(topo)
+            code, out = traced_connection(topo, wait=DROPPED_WAIT)
         assert code == 1, out
         handle = handle_of(topo, "ip", "filter", "LIBVIRT_FWI", 'oifname "virbr0" counter')
         assert (
@@ -378,7 +378,7 @@ def test_a_table_with_flags_owner_is_traced() -> None:
                 time.sleep(0.05)
             handle = handle_of(topo, "inet", "firewalld", "filter_FORWARD", "tcp dport 22 reject")
             with ruleset_kept(topo):
-                code, out = traced_connection(topo)
+                code, out = traced_connection(topo, wait=DROPPED_WAIT)
             assert code == 1, out
             assert (
                 "stopped: rejected by inet firewalld filter_FORWARD, rule tcp dport 22 reject "

@@ -1,7 +1,8 @@
 """Three hypervisors for the Ansible tests, each one a topology of network namespaces
 (tests/harness: host, client, guest), reached by Ansible through a local connection
 whose Python interpreter is a wrapper that runs it in the host's namespace (`ip netns
-exec`), with the host's own NFTFWD_STATE_DIR and this checkout's nftfwd on PATH."""
+exec`), with the host's own NFTFWD_STATE_DIR and this checkout's nftfwd on PATH; with
+`fleet(..., own_sysctl_d=True)`, also its own /etc/sysctl.d (see `own_sysctl_d`)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import contextlib
 import importlib.util
 import json
 import os
+import shutil
 import signal
 import stat
 import subprocess
@@ -30,6 +32,7 @@ PLAYBOOKS = HERE / "playbooks"
 BIN = Path(sys.executable).parent  # this checkout's nftfwd: the controller's and the hosts'
 IN_CI = os.environ.get("CI", "").lower() == "true"
 HOSTS = ("kvm1", "kvm2", "kvm3")
+NETNS_ETC = Path("/etc/netns")  # ip-netns(8): `ip netns exec NS` binds /etc/netns/NS/* over /etc
 
 
 def fleet_model() -> dict[str, Any]:
@@ -109,6 +112,7 @@ class Fleet:
         self.tmp = tmp_path
         self.model = model
         self.topologies: dict[str, Topology] = {}
+        self.sysctl_d: dict[str, Path] = {}  # each host's own /etc/sysctl.d, when it has one
         self.runs = 0
 
     def start(self, stack: contextlib.ExitStack) -> None:
@@ -163,6 +167,33 @@ class Fleet:
 
     def state(self, name: str) -> Path:
         return self.tmp / f"{name}-state"
+
+    def own_sysctl_d(self, stack: contextlib.ExitStack) -> None:
+        """Give each host its own /etc/sysctl.d, where `nftfwd load --enable-forwarding`
+        writes its file: `ip netns exec NS` (the interpreter wrapper, and `load` here)
+        bind-mounts every entry of /etc/netns/NS/ over /etc/ in the mount namespace it
+        makes, so /etc/netns/NS/sysctl.d stands for /etc/sysctl.d there, and the machine's
+        stays as it is. NS is the host's namespace, unique to this test; the directories are
+        removed when the test ends, also when it fails."""
+        if not NETNS_ETC.exists():
+            stack.callback(_remove_if_empty, NETNS_ETC)  # last: after every host's directory
+        for name, topology in self.topologies.items():
+            etc = NETNS_ETC / topology.ns["host"]
+            etc.mkdir(parents=True)  # never someone else's: the name is this test's alone
+            stack.callback(shutil.rmtree, etc)
+            self.sysctl_d[name] = etc / "sysctl.d"
+            self.sysctl_d[name].mkdir()
+        for name, topology in self.topologies.items():
+            # `ip netns exec` only warns when a bind fails: make sure this one took.
+            seen = topology.run("host", ["stat", "-c", "%d %i", "/etc/sysctl.d"]).stdout.split()
+            own = self.sysctl_d[name].stat()
+            assert seen == [str(own.st_dev), str(own.st_ino)], f"{name}: /etc/sysctl.d not bound"
+
+    def sysctl(self, name: str, key: str, value: str | None = None) -> str:
+        """A sysctl in the host's namespace (set first when `value` is given)."""
+        if value is not None:
+            self.topologies[name].run("host", ["sysctl", "-qw", f"{key}={value}"])
+        return self.topologies[name].run("host", ["sysctl", "-n", key]).stdout.strip()
 
     @staticmethod
     def _wrapper(path: Path, namespace: str, state: Path) -> Path:
@@ -230,11 +261,20 @@ class Fleet:
         return Run(done.returncode, done.stdout, done.stderr, records)
 
 
+def _remove_if_empty(directory: Path) -> None:
+    with contextlib.suppress(OSError):  # gone, or another test's namespace has it now
+        directory.rmdir()
+
+
 @contextlib.contextmanager
-def fleet(tmp_path: Path, model: dict[str, Any] | None = None) -> Iterator[Fleet]:
+def fleet(
+    tmp_path: Path, model: dict[str, Any] | None = None, *, own_sysctl_d: bool = False
+) -> Iterator[Fleet]:
     need_ansible()
     made = Fleet(tmp_path, model or fleet_model())
     with contextlib.ExitStack() as stack:
         stack.callback(made.stop_guards)
         made.start(stack)
+        if own_sysctl_d:
+            made.own_sysctl_d(stack)
         yield made

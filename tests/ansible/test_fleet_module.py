@@ -4,7 +4,6 @@ idempotence, a change to one host, a broken model, confirm and rollback, state a
 from __future__ import annotations
 
 import copy
-import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -170,11 +169,7 @@ def test_state_absent_removes_only_nftfwds_table(hosts: Fleet, tmp_path: Path) -
 def test_fail_on_findings_fails_only_the_host_doctor_finds_errors_on(
     hosts: Fleet, tmp_path: Path
 ) -> None:
-    namespace = hosts.topologies["kvm1"].ns["host"]
-    subprocess.run(
-        ["ip", "netns", "exec", namespace, "sh", "-c", "echo 0 > /proc/sys/net/ipv4/ip_forward"],
-        check=True,
-    )
+    hosts.sysctl("kvm1", "net.ipv4.ip_forward", "0")
     model = write_model(tmp_path / "fleet.yaml", fleet_model())
     run = hosts.play(APPLY, model=str(model), fail_on_findings=True)
     assert run.code != 0

@@ -18,19 +18,9 @@ import subprocess
 from ansible.errors import AnsibleActionFail
 from ansible.module_utils.common.text.converters import to_text
 from ansible.plugins.action import ActionBase
+from ansible_collections.nftfwd.fleet.plugins.module_utils.nftfwd_options import ARGUMENT_SPEC
 
 MODULE = "nftfwd.fleet.nftfwd"
-# The module's own options; the module checks their values again.
-OPTIONS = {
-    "src": {"type": "str"},
-    "host": {"type": "str"},
-    "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-    "confirm": {"type": "int"},
-    "confirm_pending": {"type": "bool", "default": False},
-    "enable_forwarding": {"type": "bool", "default": False},
-    "executable": {"type": "str", "default": "nftfwd"},
-    "fail_on_findings": {"type": "bool", "default": False},
-}
 CHECK_TIMEOUT_S = 300
 
 
@@ -69,12 +59,12 @@ def check_on_controller(model, host):
 
 class ActionModule(ActionBase):
     TRANSFERS_FILES = True
-    _VALID_ARGS = frozenset(OPTIONS)
+    _VALID_ARGS = frozenset(ARGUMENT_SPEC)
 
     def run(self, tmp=None, task_vars=None):
         result = super().run(tmp, task_vars)
         del tmp  # unused since ansible-core 2.4
-        dummy, args = self.validate_argument_spec(argument_spec=OPTIONS)
+        dummy, args = self.validate_argument_spec(argument_spec=ARGUMENT_SPEC)
         args = {name: value for name, value in args.items() if value is not None}
         present = args["state"] == "present"
         confirming = args["confirm_pending"]

@@ -165,6 +165,7 @@ import os
 import re
 
 from ansible.module_utils.basic import AnsibleModule
+from ansible_collections.nftfwd.fleet.plugins.module_utils.nftfwd_options import ARGUMENT_SPEC
 
 NOT_PENDING = "no `nftfwd load --confirm` is waiting for confirmation"
 FAMILIES = {"ipv4": "IPv4", "ipv6": "IPv6"}
@@ -379,16 +380,7 @@ def absent(module, nftfwd, result):
 
 def main():
     module = AnsibleModule(
-        argument_spec={
-            "src": {"type": "path"},
-            "host": {"type": "str"},
-            "state": {"type": "str", "choices": ["present", "absent"], "default": "present"},
-            "confirm": {"type": "int"},
-            "confirm_pending": {"type": "bool", "default": False},
-            "enable_forwarding": {"type": "bool", "default": False},
-            "executable": {"type": "str", "default": "nftfwd"},
-            "fail_on_findings": {"type": "bool", "default": False},
-        },
+        argument_spec=ARGUMENT_SPEC,
         required_if=[["confirm_pending", True, ["host"]]],
         supports_check_mode=True,
     )

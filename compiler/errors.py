@@ -11,12 +11,17 @@ MAX_REPORTED = 50
 MAX_ECHO = 80
 
 
+def printable(text: str) -> str:
+    """`text` with its control characters escaped, so that it cannot rewrite the terminal."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def echo(text: str) -> str:
     """`text` as an error message may repeat it: cut to MAX_ECHO characters (then "..."),
-    control characters escaped so that they cannot rewrite the terminal."""
-    cut = text[:MAX_ECHO]
-    if not cut.isprintable():
-        cut = "".join(c if c.isprintable() else repr(c)[1:-1] for c in cut)
+    escaped (printable)."""
+    cut = printable(text[:MAX_ECHO])
     return cut + "..." if len(text) > MAX_ECHO else cut
 
 

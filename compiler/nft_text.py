@@ -14,6 +14,7 @@ import json
 from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network
 from typing import Any, Protocol
 
+from nftfwd.errors import printable
 from nftfwd.ir import (
     AnyVerdict,
     Compared,
@@ -242,6 +243,4 @@ def shown_comment(comment: str) -> str:
     without a double quote (semantic's values.comment), so they are written as they are;
     one read from the kernel may hold anything (nft's JSON input takes any string), so
     what could rewrite a terminal is escaped."""
-    if comment.isprintable():
-        return comment
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in comment)
+    return printable(comment)

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from nftfwd.doctor.findings import Finding
+from nftfwd.errors import printable
 from nftfwd.trace_events import PacketInfo
 from nftfwd.trace_path import PacketPath, Step, Trace
 from nftfwd.trace_plan import Target
@@ -142,7 +143,9 @@ def format_text(report: Report) -> str:
     out.append(end_text(report))
     for finding in report.findings:
         out.append(f"doctor: {finding.id}: {finding.subject}; run `nftfwd doctor` for the fix")
-    return "\n".join(out) + "\n"
+    # Rules, comments and names come from other tools' tables: nothing may rewrite the
+    # terminal (errors.printable), line by line.
+    return "".join(printable(line) + "\n" for line in "\n".join(out).split("\n"))
 
 
 def _packet_json(pkt: PacketInfo | None) -> dict[str, Any] | None:

@@ -7,6 +7,7 @@ path, and the end is the one the kernel showed; the trace table and its plan are
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -205,6 +206,17 @@ def test_json_document() -> None:
     assert document["forward"] == {"proto": "tcp", "port": 2222, "guest": "centos",
                                    "address": "192.168.122.133", "guest_port": 22}  # fmt: skip
     assert [s["chain"] for s in document["paths"][0]["steps"]][-1] == "LIBVIRT_FWI"
+
+
+def test_text_from_other_tables_cannot_rewrite_the_terminal() -> None:
+    """A foreign rule's text (its comment, say) may hold control characters."""
+    plain = report("libvirt-iptables")
+    path = plain.trace.paths[0]
+    step = replace(path.steps[-1], rule='oifname "virbr0" comment "\x1b[2Jgone" reject')
+    hostile = replace(plain, trace=replace(plain.trace, paths=(replace(path, steps=(step,)),)))
+    text = format_text(hostile)
+    assert "\x1b" not in text and "\\x1b[2Jgone" in text
+    assert text.endswith("\n") and "\n\n" not in text
 
 
 def test_a_port_that_is_no_forward_is_refused() -> None:
